@@ -1,0 +1,1 @@
+"""One module per ``lpray`` subcommand (see :mod:`lpray.cli`)."""
