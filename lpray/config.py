@@ -1,0 +1,361 @@
+"""Typed run configuration: dataclasses loaded from YAML, validated on load.
+
+One :class:`Config` describes a whole run (data, model, losses, training). It is read from YAML,
+updated by ``section.key=value`` overrides from the command line, and checked once, here, so every
+mistake is reported by key path ("losses.temporal.weight: expected a number, got 'high'") before
+any data is read or any worker starts. A resolved copy is written into every model directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+BACKBONES = ("resnet18", "resnet34", "resnet50")
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not describe a valid run; the message names the key."""
+
+
+@dataclass
+class SyntheticConfig:
+    """How the built-in synthetic dataset is generated (used when ``data.root == "synthetic"``)."""
+
+    seed: int = 0
+    n_train_videos: int = 2
+    n_test_videos: int = 1
+    frames_per_video: int = 300
+    n_labeled: int = 80
+    two_view: bool = False
+    occlusion: bool = True
+    codec: Literal["h264", "vp9", "mjpeg"] = "h264"
+
+
+@dataclass
+class DataConfig:
+    """Where labeled frames and unlabeled videos come from, and how they are split."""
+
+    # Project folder holding ``csv_file`` (image paths in it are relative to this folder), or
+    # "synthetic" for the built-in generated dataset (made under ``synthetic_dir``).
+    root: str = "synthetic"
+    csv_file: str = "CollectedData.csv"
+    # Unlabeled training videos: paths or globs, relative to ``root`` unless absolute / URLs.
+    videos: list[str] = field(default_factory=lambda: ["videos/*"])
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    synthetic_dir: str = "outputs/synthetic"
+    image_size: list[int] = field(default_factory=lambda: [256, 256])  # model input [height, width]
+    keypoints: list[str] | None = None  # subset of the CSV's keypoints; None = all
+    # Multi-view body parts: each inner list names one body part in every view (for pca_multiview).
+    # None takes them from the synthetic project; [] means single view.
+    view_groups: list[list[str]] | None = None
+    train_prob: float = 0.95
+    val_prob: float = 0.05
+    split_seed: int = 0
+    # Optional JSON file with explicit "train"/"val"/"test" image lists (overrides the probs).
+    split_file: str | None = None
+    # Labeled frames used for training: a count, a fraction of the train split, or None for all.
+    train_frames: int | float | None = None
+    video_backend: Literal["auto", "pyav", "dali"] = "auto"
+
+
+@dataclass
+class ModelConfig:
+    """The heatmap network (DESIGN section 3)."""
+
+    backbone: str = "resnet18"
+    pretrained: bool = False  # ImageNet weights; needs them cached locally (nothing is downloaded)
+    model_type: Literal["heatmap", "context"] = "heatmap"
+    heatmap_sigma: float = 1.25  # Gaussian target width, heatmap pixels
+    softmax_temperature: float = 100.0  # targets peak at 1: LP's 1000 on sum-to-1 maps ~ 100 here
+
+
+@dataclass
+class TemporalLossConfig:
+    weight: float = 0.0  # 0 switches the loss off
+    epsilon: float | list[float] = 20.0  # allowed motion per frame, frame pixels (per keypoint ok)
+    confidence_threshold: float = 0.05
+
+
+@dataclass
+class PCASingleViewLossConfig:
+    weight: float = 0.0
+    keypoints: list[str] | None = None  # None: every keypoint present in >= 90% of the labels
+    variance_explained: float = 0.99
+    epsilon_percentile: float = 99.0
+
+
+@dataclass
+class PCAMultiViewLossConfig:
+    weight: float = 0.0
+    n_components: int = 3
+    epsilon_percentile: float = 99.0
+
+
+@dataclass
+class LossesConfig:
+    """total = supervised_weight * heatmap MSE + anneal(epoch) * sum_i weight_i * L_i."""
+
+    supervised_weight: float = 1.0
+    anneal_rate: float = 0.01  # unsupervised weights ramp 0 -> 1 by this much per epoch
+    temporal: TemporalLossConfig = field(default_factory=TemporalLossConfig)
+    pca_singleview: PCASingleViewLossConfig = field(default_factory=PCASingleViewLossConfig)
+    pca_multiview: PCAMultiViewLossConfig = field(default_factory=PCAMultiViewLossConfig)
+
+    def active(self) -> dict[str, float]:
+        """The unsupervised losses switched on, with their weights."""
+        weights = {
+            "temporal": self.temporal.weight,
+            "pca_singleview": self.pca_singleview.weight,
+            "pca_multiview": self.pca_multiview.weight,
+        }
+        return {name: w for name, w in weights.items() if w > 0}
+
+
+@dataclass
+class TrainingConfig:
+    max_epochs: int = 100
+    batch_size: int = 16  # labeled frames per step (per worker under Ray Train)
+    unlabeled_sequences: int = 1  # unlabeled sequences per step (per worker)
+    sequence_length: int = 16  # frames per unlabeled sequence
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    unfreeze_epoch: int = 0  # backbone frozen before this epoch (useful with pretrained weights)
+    seed: int = 0
+    accelerator: Literal["auto", "cpu", "gpu"] = "auto"
+    precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
+    channels_last: bool = False
+    num_workers: int = 0  # DataLoader worker processes for labeled frames
+    val_every_n_epochs: int = 1
+    log_every_n_steps: int = 5
+    output_dir: str = "outputs/model"
+    progress_bar: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    losses: LossesConfig = field(default_factory=LossesConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: dict -> dataclasses, with a key path in every error.
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it converted (int -> float etc.)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        # bool is an int in Python; try the exact kinds first so 75 stays an int for int|float.
+        for option in sorted((a for a in args if a is not type(None)), key=lambda a: a is float):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        names = " or ".join(_type_name(a) for a in args)
+        raise ConfigError(f"{key}: expected {names}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        where = f"{prefix}." if prefix else ""
+        raise ConfigError(
+            f"unknown config key {where}{unknown[0]} (valid keys in "
+            f"{prefix or 'the top level'}: {', '.join(sorted(names))})"
+        )
+    kwargs = {
+        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
+        for name, value in values.items()
+    }
+    return cls(**kwargs)
+
+
+def _check(cfg: Config) -> None:
+    """Value checks that types cannot express; each error names its key."""
+
+    def need(ok: bool, key: str, message: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key}: {message}")
+
+    d, m, lo, t = cfg.data, cfg.model, cfg.losses, cfg.training
+    need(
+        len(d.image_size) == 2 and all(s >= 32 and s % 32 == 0 for s in d.image_size),
+        "data.image_size",
+        f"must be [height, width], multiples of 32 (>= 32), got {d.image_size}",
+    )
+    need(0 < d.train_prob <= 1, "data.train_prob", f"must be in (0, 1], got {d.train_prob}")
+    need(0 <= d.val_prob < 1, "data.val_prob", f"must be in [0, 1), got {d.val_prob}")
+    need(
+        d.train_prob + d.val_prob <= 1 + 1e-9,
+        "data.val_prob",
+        f"train_prob + val_prob must be <= 1, got {d.train_prob} + {d.val_prob}",
+    )
+    if isinstance(d.train_frames, float):
+        need(
+            0 < d.train_frames <= 1,
+            "data.train_frames",
+            f"a fraction must be in (0, 1], got {d.train_frames}",
+        )
+    elif isinstance(d.train_frames, int):
+        need(d.train_frames >= 1, "data.train_frames", f"must be >= 1, got {d.train_frames}")
+    need(
+        m.backbone in BACKBONES,
+        "model.backbone",
+        f"unknown backbone {m.backbone!r}; choose one of {list(BACKBONES)}",
+    )
+    need(m.heatmap_sigma > 0, "model.heatmap_sigma", "must be > 0")
+    need(m.softmax_temperature > 0, "model.softmax_temperature", "must be > 0")
+    need(lo.supervised_weight >= 0, "losses.supervised_weight", "must be >= 0")
+    need(lo.anneal_rate > 0, "losses.anneal_rate", "must be > 0")
+    for name in ("temporal", "pca_singleview", "pca_multiview"):
+        need(getattr(lo, name).weight >= 0, f"losses.{name}.weight", "must be >= 0")
+    eps = lo.temporal.epsilon
+    need(
+        all(e >= 0 for e in (eps if isinstance(eps, list) else [eps])),
+        "losses.temporal.epsilon",
+        "must be >= 0",
+    )
+    need(
+        0 < lo.pca_singleview.variance_explained <= 1,
+        "losses.pca_singleview.variance_explained",
+        "must be in (0, 1]",
+    )
+    for name in ("pca_singleview", "pca_multiview"):
+        p = getattr(lo, name).epsilon_percentile
+        need(0 <= p <= 100, f"losses.{name}.epsilon_percentile", f"must be in [0, 100], got {p}")
+    need(lo.pca_multiview.n_components >= 1, "losses.pca_multiview.n_components", "must be >= 1")
+    need(t.max_epochs >= 1, "training.max_epochs", "must be >= 1")
+    need(t.batch_size >= 1, "training.batch_size", "must be >= 1")
+    need(t.unlabeled_sequences >= 1, "training.unlabeled_sequences", "must be >= 1")
+    need(t.sequence_length >= 2, "training.sequence_length", "must be >= 2 (temporal loss pairs)")
+    need(t.lr > 0, "training.lr", f"must be > 0, got {t.lr}")
+    need(t.weight_decay >= 0, "training.weight_decay", "must be >= 0")
+    need(t.num_workers >= 0, "training.num_workers", "must be >= 0")
+    need(t.val_every_n_epochs >= 1, "training.val_every_n_epochs", "must be >= 1")
+
+
+def config_from_dict(values: dict[str, Any] | None) -> Config:
+    """Build and validate a :class:`Config` from nested plain values (e.g. parsed YAML)."""
+    cfg = _build(Config, values or {})
+    _check(cfg)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Split ``section.key=value`` into the key path and the YAML-parsed value."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected section.key=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {text!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
+    return key.split("."), value
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of nested ``values`` with each ``a.b.c=value`` override set."""
+    import copy
+
+    result = copy.deepcopy(values)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"override {text!r}: {part} is not a section")
+            node = child
+        node[path[-1]] = value
+    return result
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    Raises:
+        ConfigError: naming the file and key of the first problem found.
+    """
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config file not found")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML ({err})") from err
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    try:
+        return config_from_dict(apply_overrides(values, overrides or []))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
+
+
+def save_config(cfg: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML (atomically)."""
+    from lpray.io.storage import atomic_write
+
+    with atomic_write(path, "w") as handle:
+        yaml.safe_dump(cfg.to_dict(), handle, sort_keys=False)

@@ -1,0 +1,257 @@
+"""Labeled frames: the DLC ``CollectedData.csv`` reader, the seeded split and the torch dataset.
+
+The CSV has three header rows (scorer, bodyparts, coords) and one row per labeled image; its
+index column is the image path relative to the project folder; an empty cell is a missing
+keypoint. Images may be greyscale or colour; the model always sees 3 channels.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from lpray.data.augment import (
+    NO_AUGMENT,
+    AugmentSpec,
+    apply_affine_points,
+    invert_affine,
+    normalize,
+    photometric,
+    random_affine,
+    resize_affine,
+    warp_image,
+)
+from lpray.io.tables import PoseTableError, keypoint_names, read_pose_csv, table_to_arrays
+
+
+class LabelError(ValueError):
+    """A labeled-data problem; the message names the file and what is wrong."""
+
+
+@dataclass
+class LabeledFrames:
+    """All labeled frames of a project: image paths and keypoints in frame pixels."""
+
+    root: Path
+    csv_path: Path
+    image_paths: list[str]  # relative to root, as in the CSV
+    keypoints: np.ndarray  # (N, K, 2) frame pixels, NaN = missing
+    keypoint_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.image_paths)
+
+    def subset(self, indices: np.ndarray | list[int]) -> LabeledFrames:
+        indices = list(indices)
+        return LabeledFrames(
+            self.root,
+            self.csv_path,
+            [self.image_paths[i] for i in indices],
+            self.keypoints[indices],
+            self.keypoint_names,
+        )
+
+
+def read_labeled_frames(
+    root: str | Path, csv_file: str = "CollectedData.csv", keypoints: list[str] | None = None
+) -> LabeledFrames:
+    """Read and check a project's labels.
+
+    Raises:
+        LabelError: bad header, unknown keypoint names, a keypoint missing in every frame,
+            or a listed image that does not exist. Each message names the CSV.
+    """
+    root = Path(root)
+    csv_path = root / csv_file
+    try:
+        table = read_pose_csv(csv_path)
+    except PoseTableError as err:
+        raise LabelError(str(err)) from err
+    names = keypoint_names(table)
+    xy, _ = table_to_arrays(table)
+    if keypoints is not None:
+        unknown = [k for k in keypoints if k not in names]
+        if unknown:
+            raise LabelError(f"{csv_path}: unknown keypoints {unknown}; the file has {names}")
+        xy = xy[:, [names.index(k) for k in keypoints]]
+        names = list(keypoints)
+    if len(table) == 0:
+        raise LabelError(f"{csv_path}: no labeled frames")
+    empty = [n for k, n in enumerate(names) if np.isnan(xy[:, k]).all()]
+    if empty:
+        raise LabelError(
+            f"{csv_path}: keypoint(s) {empty} missing in every frame; label them or leave them out "
+            "with data.keypoints"
+        )
+    paths = [str(p) for p in table.index]
+    missing = [p for p in paths if not (root / p).is_file()]
+    if missing:
+        raise LabelError(
+            f"{csv_path}: {len(missing)} labeled image(s) not found under {root}, e.g. {missing[0]}"
+        )
+    return LabeledFrames(root, csv_path, paths, xy, names)
+
+
+@dataclass
+class Split:
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def split_frames(
+    frames: LabeledFrames,
+    train_prob: float,
+    val_prob: float,
+    seed: int,
+    train_frames: int | float | None = None,
+    split_file: str | Path | None = None,
+) -> Split:
+    """Seeded train/val/test split; ``train_frames`` then subsamples the train split.
+
+    The subsample is drawn from the shuffled train split with the same seed, so the 75 frames of
+    a ``train_frames=75`` run are the first 75 of a ``train_frames=150`` run: label-count sweeps
+    then nest, as a lab adding labels would.
+    """
+    n = len(frames)
+    if split_file is not None:
+        listed = json.loads(Path(split_file).read_text())
+        where = {p: i for i, p in enumerate(frames.image_paths)}
+        parts = {}
+        for name in ("train", "val", "test"):
+            unknown = [p for p in listed.get(name, []) if p not in where]
+            if unknown:
+                raise LabelError(
+                    f"{split_file}: {name} lists {unknown[0]}, not in {frames.csv_path}"
+                )
+            parts[name] = np.array([where[p] for p in listed.get(name, [])], dtype=int)
+        train, val, test = parts["train"], parts["val"], parts["test"]
+    else:
+        order = np.random.default_rng(seed).permutation(n)
+        n_train = max(1, int(round(train_prob * n)))
+        n_val = int(round(val_prob * n)) if val_prob > 0 else 0
+        if n_val == 0 and val_prob > 0 and n - n_train > 0:
+            n_val = 1
+        n_train = min(n_train, n - n_val) if n_val else n_train
+        train, val, test = (
+            order[:n_train],
+            order[n_train : n_train + n_val],
+            order[n_train + n_val :],
+        )
+    if train_frames is not None:
+        count = (
+            int(round(train_frames * len(train)))
+            if isinstance(train_frames, float)
+            else train_frames
+        )
+        if count > len(train):
+            raise LabelError(
+                f"data.train_frames={train_frames} asks for {count} labeled frames but the train "
+                f"split of {frames.csv_path} has {len(train)}"
+            )
+        shuffled = np.random.default_rng(seed + 1).permutation(train)
+        train = np.sort(shuffled[: max(1, count)])
+    return Split(np.asarray(train), np.asarray(val), np.asarray(test))
+
+
+_FRAME_NUMBER = re.compile(r"^(?P<stem>.*?)(?P<num>\d+)(?P<ext>\.\w+)$")
+
+
+def context_paths(path: str, offsets: range) -> list[str]:
+    """Neighbour image names for a context model: ``img00000042.png`` -> ``img00000040.png``...
+
+    Follows Lightning Pose's convention that labeled images are named by their frame number.
+    """
+    match = _FRAME_NUMBER.match(path)
+    if match is None:
+        return [path for _ in offsets]
+    width = len(match["num"])
+    num = int(match["num"])
+    return [f"{match['stem']}{max(num + o, 0):0{width}d}{match['ext']}" for o in offsets]
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """An image file as a (3, H, W) float tensor in [0, 1] (greyscale is repeated to 3 channels)."""
+    try:
+        with Image.open(path) as img:
+            array = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    except (OSError, ValueError) as err:
+        raise LabelError(f"{path}: cannot read image ({err})") from err
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+
+
+class LabeledDataset(Dataset):
+    """Labeled frames as model inputs with keypoints in model-input pixels.
+
+    Each item: ``image`` (C, 3, H, W) normalised (C = 1, or 2*context + 1 neighbour frames),
+    ``keypoints`` (K, 2) model-input pixels (NaN missing), ``keypoints_frame`` (K, 2) frame pixels,
+    ``to_frame`` (2, 3) affine back to frame pixels, ``index`` in the LabeledFrames.
+    Images are decoded once and kept in memory: labeled sets are small.
+    """
+
+    def __init__(
+        self,
+        frames: LabeledFrames,
+        image_size: tuple[int, int],
+        augment: AugmentSpec | None = None,
+        context: int = 0,
+        seed: int = 0,
+    ) -> None:
+        self.frames = frames
+        self.image_size = tuple(image_size)
+        self.augment = augment or NO_AUGMENT
+        self.context = context
+        self.seed = seed
+        self.epoch = 0  # advanced by the trainer so augmentation differs per epoch
+        self._cache: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def _image(self, relative: str, fallback: str) -> torch.Tensor:
+        if relative not in self._cache:
+            path = self.frames.root / relative
+            if not path.is_file():  # a context neighbour that was not extracted: repeat the frame
+                return self._image(fallback, fallback)
+            self._cache[relative] = load_image(path)
+        return self._cache[relative]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        relative = self.frames.image_paths[index]
+        names = (
+            context_paths(relative, range(-self.context, self.context + 1))
+            if self.context
+            else [relative]
+        )
+        images = [self._image(name, relative) for name in names]
+        frame_size = tuple(images[0].shape[1:])
+        if self.augment == NO_AUGMENT:
+            matrix = resize_affine(frame_size, self.image_size)
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            matrix = random_affine(rng, frame_size, self.image_size, self.augment)
+        # One photometric draw for all context frames keeps the clip consistent.
+        photo_seed = np.random.default_rng([self.seed, self.epoch, index, 1]).integers(2**31)
+        out = []
+        for img in images:
+            warped = warp_image(img, matrix, self.image_size)
+            if self.augment != NO_AUGMENT:
+                warped = photometric(warped, np.random.default_rng(photo_seed), self.augment)
+            out.append(normalize(warped))
+        keypoints_frame = self.frames.keypoints[index]
+        return {
+            "image": torch.stack(out),
+            "keypoints": torch.as_tensor(
+                apply_affine_points(matrix, keypoints_frame), dtype=torch.float32
+            ),
+            "keypoints_frame": torch.as_tensor(keypoints_frame, dtype=torch.float32),
+            "to_frame": torch.as_tensor(invert_affine(matrix), dtype=torch.float32),
+            "index": torch.tensor(index),
+        }

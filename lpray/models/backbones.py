@@ -1,0 +1,68 @@
+"""Backbone registry: name -> feature trunk at stride 32 (classification layers removed).
+
+Add a backbone by decorating a builder with ``@register("name")``; configs refer to it by name.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+import torchvision
+from torch import nn
+
+Builder = Callable[[bool], tuple[nn.Module, int]]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    def wrap(builder: Builder) -> Builder:
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def available_backbones() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+class PretrainedWeightsUnavailable(RuntimeError):
+    """ImageNet weights were asked for but are not in the local torch cache."""
+
+
+def _resnet(name: str, pretrained: bool) -> tuple[nn.Module, int]:
+    weights = None
+    if pretrained:
+        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+        cache = torch.hub.get_dir()
+        filename = weights.url.rsplit("/", 1)[-1]
+        import os
+
+        if not os.path.exists(os.path.join(cache, "checkpoints", filename)):
+            # lpray never downloads at run time inside workers: a cluster node without internet
+            # would hang. Ask for the file to be cached up front instead.
+            raise PretrainedWeightsUnavailable(
+                f"ImageNet weights for {name} are not cached at {cache}/checkpoints/{filename}; "
+                f'download them once with `python -c "import torchvision; '
+                f"torchvision.models.{name}(weights='IMAGENET1K_V1')\"` on a machine with internet, "
+                "or set model.pretrained=false for random initialisation"
+            )
+    net = getattr(torchvision.models, name)(weights=weights)
+    channels = net.fc.in_features
+    trunk = nn.Sequential(*list(net.children())[:-2])  # drop avgpool + fc: stride-32 features
+    return trunk, channels
+
+
+for _name in ("resnet18", "resnet34", "resnet50"):
+    register(_name)(lambda pretrained, _n=_name: _resnet(_n, pretrained))
+
+
+def build_backbone(name: str, pretrained: bool = False) -> tuple[nn.Module, int]:
+    """The trunk for ``name`` and its output channel count."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown backbone {name!r}; available: {available_backbones()}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _REGISTRY[name](pretrained)

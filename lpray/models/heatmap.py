@@ -1,0 +1,114 @@
+"""Heatmap pose networks: a single-frame model and a 5-frame context model (DESIGN section 3).
+
+Both map ImageNet-normalised frames at the model input size to one heatmap per keypoint at 1/4 of
+the input resolution. Coordinates come from :func:`lpray.models.coordinates.soft_argmax`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from lpray.models.backbones import build_backbone
+
+
+class HeatmapHead(nn.Module):
+    """Stride-32 features -> heatmaps at stride 4: pixel shuffle x2, then two x2 transposed convs."""
+
+    def __init__(self, in_channels: int, n_keypoints: int) -> None:
+        super().__init__()
+        shuffled = in_channels // 4
+        self.layers = nn.Sequential(
+            nn.PixelShuffle(2),
+            nn.ConvTranspose2d(shuffled, shuffled, 3, stride=2, padding=1, output_padding=1),
+            nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(shuffled, n_keypoints, 3, stride=2, padding=1, output_padding=1),
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(features)
+
+
+class HeatmapModel(nn.Module):
+    """One frame in, heatmaps out. ``context == 0``: no neighbours needed."""
+
+    context = 0
+
+    def __init__(self, backbone: str, n_keypoints: int, pretrained: bool = False) -> None:
+        super().__init__()
+        self.backbone, channels = build_backbone(backbone, pretrained)
+        self.head = HeatmapHead(channels, n_keypoints)
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``frames`` (N, C, 3, H, W) with C = 1 -> ``{"heatmaps": (N, K, H/4, W/4)}``."""
+        return {"heatmaps": self.head(self.backbone(frames[:, 0]))}
+
+    def forward_sequence(self, frames: torch.Tensor) -> torch.Tensor:
+        """Contiguous frames (S, 3, H, W) -> heatmaps (S, K, h, w), one per frame."""
+        return self.head(self.backbone(frames))
+
+
+class ContextModel(nn.Module):
+    """Frames t-2..t+2 through one shared trunk; a learned temporal mix feeds a second head.
+
+    Like Lightning Pose's context model it keeps a single-frame head too (both are supervised),
+    and its prediction for frame t is the context head's. The trunk runs once per frame, so a
+    sequence of S frames costs S trunk passes, not 5 S.
+    """
+
+    context = 2
+
+    def __init__(self, backbone: str, n_keypoints: int, pretrained: bool = False) -> None:
+        super().__init__()
+        self.backbone, channels = build_backbone(backbone, pretrained)
+        self.head = HeatmapHead(channels, n_keypoints)
+        self.context_head = HeatmapHead(channels, n_keypoints)
+        window = 2 * self.context + 1
+        # Per-channel weights over the window, initialised to the centre frame.
+        init = torch.zeros(channels, window)
+        init[:, self.context] = 1.0
+        self.temporal_weights = nn.Parameter(init)
+
+    def _mix(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, window, C, h, w) -> (N, C, h, w)."""
+        weights = self.temporal_weights.to(features.dtype)
+        return torch.einsum("nwchx,cw->nchx", features, weights)
+
+    def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``frames`` (N, 5, 3, H, W), the centre frame in the middle -> both heads' heatmaps."""
+        n, window = frames.shape[:2]
+        features = self.backbone(frames.flatten(0, 1))
+        features = features.view(n, window, *features.shape[1:])
+        return {
+            "heatmaps": self.context_head(self._mix(features)),
+            "heatmaps_single": self.head(features[:, self.context]),
+        }
+
+    def forward_sequence(self, frames: torch.Tensor) -> torch.Tensor:
+        """Contiguous frames (S, 3, H, W) -> context heatmaps (S, K, h, w).
+
+        The sequence's first and last frames are repeated to give every frame its neighbours.
+        Callers that have the real neighbours pass a longer chunk and drop the padded ends.
+        """
+        features = self.backbone(frames)
+        c = self.context
+        padded = torch.cat(
+            [
+                features[:1].expand(c, *features.shape[1:]),
+                features,
+                features[-1:].expand(c, *features.shape[1:]),
+            ]
+        )
+        windows = padded.unfold(0, 2 * c + 1, 1)  # (S, C, h, w, window)
+        return self.context_head(self._mix(windows.permute(0, 4, 1, 2, 3)))
+
+
+MODELS = {"heatmap": HeatmapModel, "context": ContextModel}
+
+
+def build_model(
+    model_type: str, backbone: str, n_keypoints: int, pretrained: bool = False
+) -> nn.Module:
+    if model_type not in MODELS:
+        raise ValueError(f"unknown model type {model_type!r}; available: {sorted(MODELS)}")
+    return MODELS[model_type](backbone, n_keypoints, pretrained)

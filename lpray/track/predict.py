@@ -1,0 +1,189 @@
+"""Prediction with a trained model: whole videos and labeled frames, plus their metrics.
+
+This is the per-video kernel; :mod:`lpray.track.corpus` runs it over corpora as Ray tasks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lpray.data.labeled import LabeledDataset, LabeledFrames
+from lpray.io.storage import atomic_write
+from lpray.io.tables import arrays_to_table, write_pose_csv, write_pose_parquet
+from lpray.metrics import pixel_error, summarize_errors, temporal_norm
+from lpray.train.module import PoseModule, map_points
+
+
+@dataclass
+class TrainedModel:
+    module: PoseModule
+    model_dir: Path
+    device: torch.device
+
+    @property
+    def keypoint_names(self) -> list[str]:
+        return self.module.keypoint_names
+
+    @property
+    def context(self) -> int:
+        return self.module.model.context
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_trained(
+    model_dir: str | Path, device: str | torch.device | None = None, checkpoint: str = "best"
+) -> TrainedModel:
+    """Load ``MODEL_DIR/checkpoints/{checkpoint}.ckpt`` for inference."""
+    model_dir = Path(model_dir)
+    path = model_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    if not path.exists():
+        fallback = model_dir / "checkpoints" / "last.ckpt"
+        if not fallback.exists():
+            raise FileNotFoundError(
+                f"{model_dir}: no checkpoints/{checkpoint}.ckpt (is it a model directory?)"
+            )
+        path = fallback
+    device = torch.device(device) if device is not None else default_device()
+    module = PoseModule.load_from_checkpoint(str(path), map_location=device, weights_only=False)
+    module.eval().to(device)
+    return TrainedModel(module, model_dir, device)
+
+
+def _autocast(device: torch.device):  # noqa: ANN202 - context manager
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
+
+
+@torch.inference_mode()
+def predict_video_arrays(
+    trained: TrainedModel,
+    video: str,
+    chunk_size: int = 64,
+    backend: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints (T, K, 2) in frame pixels and confidences (T, K) for every frame of ``video``."""
+    from lpray.data.unlabeled import iter_prediction_chunks
+
+    module = trained.module
+    xy_parts, conf_parts, index_parts = [], [], []
+    for chunk in iter_prediction_chunks(
+        video,
+        module.image_size,
+        chunk_size=chunk_size,
+        context=trained.context,
+        backend=backend,
+        device=trained.device.type,
+    ):
+        frames = chunk["frames"].to(trained.device, non_blocking=True)
+        with _autocast(trained.device):
+            heatmaps = module.model.forward_sequence(frames)
+        valid = chunk["valid"].to(heatmaps.device)
+        xy, confidence = module.heatmaps_to_image_coords(heatmaps[valid])
+        to_frame = chunk["to_frame"].to(xy.device).float()
+        xy = map_points(to_frame[None].expand(xy.shape[0], 2, 3), xy)
+        xy_parts.append(xy.cpu().numpy())
+        conf_parts.append(confidence.cpu().numpy())
+        index_parts.append(chunk["frame_index"][chunk["valid"]].cpu().numpy())
+    order = np.concatenate(index_parts)
+    if not np.array_equal(order, np.arange(len(order))):
+        raise RuntimeError(f"{video}: prediction chunks did not cover frames in order")
+    return np.concatenate(xy_parts), np.concatenate(conf_parts)
+
+
+def video_metrics(trained: TrainedModel, xy: np.ndarray) -> pd.DataFrame:
+    """Per-frame, per-keypoint temporal norm and PCA reprojection errors."""
+    names = trained.keypoint_names
+    columns = {f"temporal_norm|{n}": v for n, v in zip(names, temporal_norm(xy).T)}
+    with torch.no_grad():
+        errors = trained.module.pca_errors(torch.as_tensor(xy, dtype=torch.float32))
+    for loss_name, values in errors.items():
+        pca = trained.module.pcas[loss_name]
+        for k, v in zip(pca.keypoint_indices, values.numpy().T):
+            columns[f"{loss_name}|{names[k]}"] = v
+    return pd.DataFrame(columns)
+
+
+def predict_video(
+    trained: TrainedModel,
+    video: str,
+    out_dir: str | Path,
+    backend: str = "auto",
+    chunk_size: int = 64,
+) -> dict[str, float]:
+    """Predict every frame; write ``<stem>.csv``, ``<stem>.parquet``, ``<stem>.metrics.csv``."""
+    started = time.perf_counter()
+    xy, confidence = predict_video_arrays(trained, video, chunk_size, backend)
+    seconds = time.perf_counter() - started
+    stem = Path(video).name.rsplit(".", 1)[0]
+    out_dir = Path(out_dir)
+    table = arrays_to_table(xy, trained.keypoint_names, confidence, scorer="lpray")
+    write_pose_csv(table, out_dir / f"{stem}.csv")
+    write_pose_parquet(table, out_dir / f"{stem}.parquet")
+    metrics = video_metrics(trained, xy)
+    with atomic_write(out_dir / f"{stem}.metrics.csv", "w") as handle:
+        metrics.to_csv(handle, index_label="frame")
+    return {
+        "frames": len(xy),
+        "seconds": seconds,
+        "frames_per_second": len(xy) / seconds,
+        "mean_confidence": float(np.nanmean(confidence)),
+    }
+
+
+@dataclass
+class LabeledResult:
+    frames: LabeledFrames
+    predicted: np.ndarray  # (N, K, 2) frame pixels
+    confidence: np.ndarray  # (N, K)
+    errors: np.ndarray  # (N, K) pixel error, NaN where unlabeled
+
+    @property
+    def mean_error(self) -> float:
+        return summarize_errors(self.errors, self.frames.keypoint_names)[0]
+
+    @property
+    def per_keypoint(self) -> dict[str, float]:
+        return summarize_errors(self.errors, self.frames.keypoint_names)[1]
+
+    def save(self, out_dir: str | Path, prefix: str = "labeled") -> None:
+        out_dir = Path(out_dir)
+        names = self.frames.keypoint_names
+        table = arrays_to_table(self.predicted, names, self.confidence, self.frames.image_paths)
+        write_pose_csv(table, out_dir / f"{prefix}_predictions.csv")
+        errors = pd.DataFrame(self.errors, columns=names, index=self.frames.image_paths)
+        with atomic_write(out_dir / f"{prefix}_errors.csv", "w") as handle:
+            errors.to_csv(handle, index_label="image")
+        from lpray.report.figures import labels_vs_predictions
+
+        labels_vs_predictions(self, out_dir / "labels_vs_predictions.png")
+
+
+@torch.inference_mode()
+def evaluate_labeled(
+    trained: TrainedModel, frames: LabeledFrames, batch_size: int = 32
+) -> LabeledResult:
+    """Predict labeled frames (no augmentation) and measure the pixel error against the labels."""
+    dataset = LabeledDataset(frames, trained.module.image_size, None, trained.context)
+    module = trained.module
+    predicted, confidence = [], []
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        images = torch.stack([item["image"] for item in items]).to(trained.device)
+        to_frame = torch.stack([item["to_frame"] for item in items]).to(trained.device)
+        with _autocast(trained.device):
+            heatmaps = module.model(images)["heatmaps"]
+        xy, conf = module.heatmaps_to_image_coords(heatmaps)
+        predicted.append(map_points(to_frame, xy).cpu().numpy())
+        confidence.append(conf.cpu().numpy())
+    xy = np.concatenate(predicted)
+    return LabeledResult(frames, xy, np.concatenate(confidence), pixel_error(xy, frames.keypoints))

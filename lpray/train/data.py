@@ -1,0 +1,224 @@
+"""Everything a training run reads, resolved once: labels, split, videos, PCA fits, loaders.
+
+Both the single-process trainer and each Ray Train worker call :func:`prepare_data` and then
+:func:`make_train_loader` with their own shard, so a worker builds its own labeled shard and its
+own video shard and never receives data over the network from the driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from lpray.config import Config
+from lpray.data.augment import AugmentSpec
+from lpray.data.labeled import (
+    LabeledDataset,
+    LabeledFrames,
+    LabelError,
+    Split,
+    read_labeled_frames,
+    split_frames,
+)
+from lpray.io.storage import expand
+from lpray.losses.pca import PosePCA, fit_multiview_pca, fit_singleview_pca
+
+
+@dataclass
+class DataBundle:
+    """The resolved inputs of a run."""
+
+    root: Path
+    frames: LabeledFrames
+    split: Split
+    videos: list[str]
+    view_groups: list[list[str]]
+    test_videos: list[str]  # unseen videos with ground truth (synthetic projects only)
+
+    @property
+    def keypoint_names(self) -> list[str]:
+        return self.frames.keypoint_names
+
+
+def resolve_root(cfg: Config) -> tuple[Path, list[list[str]] | None, list[str]]:
+    """The project folder; builds the synthetic project when ``data.root == "synthetic"``."""
+    if cfg.data.root != "synthetic":
+        root = Path(cfg.data.root)
+        if not root.is_dir():
+            raise FileNotFoundError(f"data.root: project folder {root} does not exist")
+        return root, None, []
+    from lpray.data.synthetic import SyntheticSpec, make_synthetic_project
+
+    s = cfg.data.synthetic
+    spec = SyntheticSpec(
+        seed=s.seed,
+        n_train_videos=s.n_train_videos,
+        n_test_videos=s.n_test_videos,
+        frames_per_video=s.frames_per_video,
+        n_labeled=s.n_labeled,
+        two_view=s.two_view,
+        occlusion=s.occlusion,
+        codec=s.codec,
+    )
+    project = make_synthetic_project(Path(cfg.data.synthetic_dir), spec)
+    return project.root, project.view_groups, [str(p) for p in project.test_videos]
+
+
+def prepare_data(cfg: Config) -> DataBundle:
+    root, synthetic_groups, test_videos = resolve_root(cfg)
+    frames = read_labeled_frames(root, cfg.data.csv_file, cfg.data.keypoints)
+    split = split_frames(
+        frames,
+        cfg.data.train_prob,
+        cfg.data.val_prob,
+        cfg.data.split_seed,
+        cfg.data.train_frames,
+        cfg.data.split_file,
+    )
+    videos: list[str] = []
+    if cfg.losses.active():
+        patterns = [
+            p if "://" in p or Path(p).is_absolute() else str(root / p) for p in cfg.data.videos
+        ]
+        try:
+            videos = expand(patterns)
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"data.videos: {err} (unsupervised losses need video)") from err
+    groups = cfg.data.view_groups if cfg.data.view_groups is not None else (synthetic_groups or [])
+    for group in groups:
+        unknown = [k for k in group if k not in frames.keypoint_names]
+        if unknown:
+            raise LabelError(
+                f"data.view_groups: unknown keypoints {unknown}; known: {frames.keypoint_names}"
+            )
+    return DataBundle(root, frames, split, videos, [list(g) for g in groups], test_videos)
+
+
+def fit_pcas(cfg: Config, bundle: DataBundle) -> dict[str, PosePCA]:
+    """Fit the PCA losses' models on the TRAINING labels, in frame pixels."""
+    labels = bundle.frames.keypoints[bundle.split.train]
+    names = bundle.keypoint_names
+    pcas: dict[str, PosePCA] = {}
+    single = cfg.losses.pca_singleview
+    if single.weight > 0:
+        if single.keypoints is not None:
+            unknown = [k for k in single.keypoints if k not in names]
+            if unknown:
+                raise LabelError(f"losses.pca_singleview.keypoints: unknown keypoints {unknown}")
+            indices = [names.index(k) for k in single.keypoints]
+        else:  # keypoints labeled in at least 90% of the frames (rarely-seen ones would dominate)
+            present = (~np.isnan(labels[..., 0])).mean(axis=0)
+            indices = [k for k in range(len(names)) if present[k] >= 0.9]
+        pcas["pca_singleview"] = fit_singleview_pca(
+            labels, indices, single.variance_explained, single.epsilon_percentile
+        )
+    multi = cfg.losses.pca_multiview
+    if multi.weight > 0:
+        if not bundle.view_groups:
+            raise LabelError(
+                "losses.pca_multiview.weight > 0 needs data.view_groups (multi-view data)"
+            )
+        groups = [[names.index(k) for k in group] for group in bundle.view_groups]
+        pcas["pca_multiview"] = fit_multiview_pca(
+            labels, groups, multi.n_components, multi.epsilon_percentile
+        )
+    return pcas
+
+
+def _collate_labeled(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+
+
+def labeled_loader(
+    cfg: Config,
+    bundle: DataBundle,
+    indices: np.ndarray,
+    train: bool,
+    context: int,
+    shard_id: int = 0,
+    num_shards: int = 1,
+) -> DataLoader:
+    frames = bundle.frames.subset(indices)
+    dataset = LabeledDataset(
+        frames,
+        tuple(cfg.data.image_size),
+        AugmentSpec() if train else None,
+        context,
+        cfg.training.seed,
+    )
+    sampler = None
+    if num_shards > 1:
+        sampler = DistributedSampler(
+            dataset,
+            num_replicas=num_shards,
+            rank=shard_id,
+            shuffle=train,
+            seed=cfg.training.seed,
+            drop_last=False,
+        )
+    generator = torch.Generator().manual_seed(cfg.training.seed)
+    return DataLoader(
+        dataset,
+        batch_size=cfg.training.batch_size if train else max(cfg.training.batch_size, 32),
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=cfg.training.num_workers,
+        collate_fn=_collate_labeled,
+        generator=generator,
+        persistent_workers=cfg.training.num_workers > 0,
+    )
+
+
+class UnlabeledStream:
+    """An endless stream of unlabeled video batches that survives Lightning's per-epoch ``iter``."""
+
+    def __init__(self, make: Any) -> None:
+        self._make = make
+        self._iterator: Iterator[dict[str, torch.Tensor]] | None = None
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        if self._iterator is None:
+            self._iterator = iter(self._make())
+        return self._iterator
+
+
+def make_train_loader(
+    cfg: Config,
+    bundle: DataBundle,
+    context: int,
+    shard_id: int = 0,
+    num_shards: int = 1,
+    device: str = "cpu",
+) -> Any:
+    """The labeled loader, combined with the unlabeled video stream when a loss needs it."""
+    from pytorch_lightning.utilities import CombinedLoader
+
+    labeled = labeled_loader(cfg, bundle, bundle.split.train, True, context, shard_id, num_shards)
+    if not cfg.losses.active():
+        return labeled
+    from lpray.data.unlabeled import make_unlabeled_loader
+
+    t = cfg.training
+
+    def make() -> Iterator[dict[str, torch.Tensor]]:
+        return make_unlabeled_loader(
+            bundle.videos,
+            t.sequence_length,
+            t.unlabeled_sequences,
+            tuple(cfg.data.image_size),
+            backend=cfg.data.video_backend,
+            augment=True,
+            seed=t.seed,
+            shard_id=shard_id,
+            num_shards=num_shards,
+            device=device,
+        )
+
+    # "min_size": an epoch is one pass over the labeled frames; video never runs out.
+    return CombinedLoader({"labeled": labeled, "unlabeled": UnlabeledStream(make)}, mode="min_size")

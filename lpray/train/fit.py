@@ -1,0 +1,179 @@
+"""Single-process training (CPU or one GPU): ``lpray train CONFIG``.
+
+Writes a model directory::
+
+    MODEL_DIR/config.yaml            the resolved config
+    MODEL_DIR/checkpoints/best.ckpt  lowest validation pixel error
+    MODEL_DIR/checkpoints/last.ckpt  resume point (a rerun continues from here)
+    MODEL_DIR/metrics.csv            one row per epoch
+    MODEL_DIR/summary.json           final figures (test pixel error, throughput, ...)
+    MODEL_DIR/labeled_predictions.csv, labeled_errors.csv, labels_vs_predictions.png
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import Callback, ModelCheckpoint
+
+from lpray.config import Config, save_config
+from lpray.io.storage import atomic_write
+from lpray.train.data import DataBundle, fit_pcas, labeled_loader, make_train_loader, prepare_data
+from lpray.train.module import PoseModule
+
+
+class ThroughputMeter(Callback):
+    """Counts labeled frames and wall time of training batches (not validation)."""
+
+    def __init__(self) -> None:
+        self.frames = 0
+        self.seconds = 0.0
+        self.steps = 0
+        self._start = 0.0
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, idx: int
+    ) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        labeled = batch["labeled"] if "labeled" in batch else batch
+        self.frames += int(labeled["image"].shape[0])
+        self.steps += 1
+        self.seconds += time.perf_counter() - self._start
+
+
+class EpochMetricsWriter(Callback):
+    """Appends one row per epoch to ``metrics.csv`` (rewritten atomically each epoch)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        import pandas as pd
+
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
+        rows = pd.read_csv(self.path).to_dict("records") if self.path.exists() else []
+        rows = [r for r in rows if r["epoch"] != row["epoch"]] + [row]
+        with atomic_write(self.path, "w") as handle:
+            pd.DataFrame(rows).to_csv(handle, index=False)
+
+
+def make_trainer(
+    cfg: Config, model_dir: Path, callbacks: list[Callback], **overrides: Any
+) -> pl.Trainer:
+    t = cfg.training
+    checkpoint = ModelCheckpoint(
+        dirpath=model_dir / "checkpoints",
+        filename="best",
+        monitor="val_pixel_error",
+        mode="min",
+        save_last=True,
+        save_top_k=1,
+        enable_version_counter=False,
+    )
+    kwargs: dict[str, Any] = dict(
+        max_epochs=t.max_epochs,
+        accelerator=t.accelerator,
+        devices=1,
+        precision=t.precision,
+        callbacks=[checkpoint, *callbacks],
+        logger=pl.loggers.CSVLogger(str(model_dir), name="logs", version=""),
+        log_every_n_steps=t.log_every_n_steps,
+        check_val_every_n_epoch=t.val_every_n_epochs,
+        enable_progress_bar=t.progress_bar,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=False,
+    )
+    kwargs.update(overrides)
+    return pl.Trainer(**kwargs)
+
+
+def build_module(cfg: Config, bundle: DataBundle) -> PoseModule:
+    return PoseModule(cfg.to_dict(), bundle.keypoint_names, fit_pcas(cfg, bundle))
+
+
+def train(cfg: Config) -> Path:
+    """Train one model; returns its model directory. Resumes from ``last.ckpt`` when present."""
+    pl.seed_everything(cfg.training.seed, workers=True)
+    model_dir = Path(cfg.training.output_dir)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, model_dir / "config.yaml")
+    bundle = prepare_data(cfg)
+    module = build_module(cfg, bundle)
+    if cfg.training.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    context = module.model.context
+    meter = ThroughputMeter()
+    trainer = make_trainer(cfg, model_dir, [meter, EpochMetricsWriter(model_dir / "metrics.csv")])
+    device = "cuda" if trainer.accelerator.__class__.__name__.startswith("CUDA") else "cpu"
+    train_loader = make_train_loader(cfg, bundle, context, device=device)
+    val_loader = labeled_loader(
+        cfg,
+        bundle,
+        bundle.split.val if len(bundle.split.val) else bundle.split.train,
+        False,
+        context,
+    )
+    last = model_dir / "checkpoints" / "last.ckpt"
+    started = time.perf_counter()
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None)
+    train_seconds = time.perf_counter() - started
+    rate = meter.frames / meter.seconds if meter.seconds else None
+    write_summary(cfg, bundle, model_dir, train_seconds, meter.steps, rate)
+    return model_dir
+
+
+def write_summary(
+    cfg: Config,
+    bundle: DataBundle,
+    model_dir: Path,
+    train_seconds: float,
+    train_steps: int,
+    frames_per_second: float | None,
+) -> dict[str, Any]:
+    """Evaluate the best checkpoint on the labeled splits; write summary.json and the figures."""
+    from lpray.track.predict import evaluate_labeled, load_trained
+
+    trained = load_trained(model_dir)
+    summary: dict[str, Any] = {
+        "train_seconds": train_seconds,
+        "train_steps": train_steps,
+        "labeled_frames_per_second": frames_per_second,
+        "n_train_frames": int(len(bundle.split.train)),
+        "n_val_frames": int(len(bundle.split.val)),
+        "n_test_frames": int(len(bundle.split.test)),
+        "keypoints": bundle.keypoint_names,
+    }
+    shown = None
+    for name in ("train", "val", "test"):
+        indices = getattr(bundle.split, name)
+        if len(indices) == 0:
+            summary[f"{name}_pixel_error"] = None
+            continue
+        result = evaluate_labeled(trained, bundle.frames.subset(indices))
+        summary[f"{name}_pixel_error"] = result.mean_error
+        summary[f"{name}_pixel_error_per_keypoint"] = result.per_keypoint
+        shown = result  # the last held-out split (test if any) is the one saved and plotted
+    if shown is not None:
+        shown.save(model_dir)
+    metrics_path = model_dir / "metrics.csv"
+    if metrics_path.exists():
+        import pandas as pd
+
+        errors = pd.read_csv(metrics_path).get("val_pixel_error")
+        summary["best_val_pixel_error"] = float(errors.min()) if errors is not None else None
+    with atomic_write(model_dir / "summary.json", "w") as handle:
+        json.dump(summary, handle, indent=2)
+    return summary

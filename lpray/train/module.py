@@ -1,0 +1,184 @@
+"""The LightningModule: supervised heatmap loss on labeled frames plus unsupervised losses on video.
+
+One training step sees a labeled batch (frames with keypoints) and, when any unsupervised loss is
+on, a batch of unlabeled contiguous video sequences. Predictions on the unlabeled frames are mapped
+back to FRAME pixels (undoing resize and augmentation with the batch's ``to_frame`` affine) before
+the temporal and PCA losses, so every unsupervised loss, its epsilon and the PCA live in one
+coordinate space: the video's own pixels.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+
+from lpray.config import Config, config_from_dict
+from lpray.losses.pca import PosePCA, pca_reprojection_error
+from lpray.losses.supervised import gaussian_heatmaps, heatmap_mse
+from lpray.losses.unsupervised import anneal_weight, combine_losses, pca_loss, temporal_loss
+from lpray.models.coordinates import heatmap_to_image, image_to_heatmap, soft_argmax
+from lpray.models.heatmap import build_model
+
+
+def map_points(to_frame: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """Apply (B, 2, 3) affines to points (B, ..., K, 2)."""
+    shape = points.shape
+    flat = points.reshape(shape[0], -1, 2)
+    mapped = flat @ to_frame[:, :, :2].transpose(1, 2) + to_frame[:, None, :, 2]
+    return mapped.reshape(shape)
+
+
+class PoseModule(pl.LightningModule):
+    """Heatmap pose network + its losses, configured by a :class:`lpray.config.Config`."""
+
+    def __init__(
+        self,
+        config: dict[str, Any],
+        keypoint_names: list[str],
+        pcas: dict[str, PosePCA] | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters({"config": config, "keypoint_names": keypoint_names})
+        self.cfg: Config = config_from_dict(config)
+        self.keypoint_names = list(keypoint_names)
+        self.model = build_model(
+            self.cfg.model.model_type,
+            self.cfg.model.backbone,
+            len(keypoint_names),
+            self.cfg.model.pretrained,
+        )
+        self.image_size = tuple(self.cfg.data.image_size)
+        self.pcas: dict[str, PosePCA] = dict(pcas or {})
+        self.unsupervised_weights = {
+            name: w
+            for name, w in self.cfg.losses.active().items()
+            if name == "temporal" or name in self.pcas
+        }
+        eps = self.cfg.losses.temporal.epsilon
+        self.register_buffer(
+            "temporal_epsilon", torch.as_tensor(eps, dtype=torch.float32), persistent=False
+        )
+        self._val_error_sum = 0.0
+        self._val_error_count = 0
+
+    def on_fit_start(self) -> None:
+        self.pcas = {name: pca.to(self.device) for name, pca in self.pcas.items()}
+
+    # -- checkpoint: the PCA fits travel with the weights --------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lpray_pcas"] = {name: pca.to_dict() for name, pca in self.pcas.items()}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("lpray_pcas", {})
+        self.pcas = {name: PosePCA.from_dict(d) for name, d in saved.items()}
+
+    # -- prediction ----------------------------------------------------------------------------
+    def heatmaps_to_image_coords(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Heatmaps (N, K, h, w) -> keypoints (N, K, 2) in model-input pixels, confidence (N, K)."""
+        coords, confidence = soft_argmax(heatmaps.float(), self.cfg.model.softmax_temperature)
+        return heatmap_to_image(coords, self.image_size, tuple(heatmaps.shape[-2:])), confidence
+
+    def predict_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Labeled-style input (N, C, 3, H, W) -> model-input keypoints (N, K, 2), confidence."""
+        return self.heatmaps_to_image_coords(self.model(frames)["heatmaps"])
+
+    # -- losses --------------------------------------------------------------------------------
+    def supervised_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        outputs = self.model(batch["image"])
+        heat_size = tuple(outputs["heatmaps"].shape[-2:])
+        target_xy = image_to_heatmap(batch["keypoints"], self.image_size, heat_size)
+        targets, valid = gaussian_heatmaps(target_xy, heat_size, self.cfg.model.heatmap_sigma)
+        loss = heatmap_mse(outputs["heatmaps"].float(), targets, valid)
+        if "heatmaps_single" in outputs:  # context model: supervise the single-frame head too
+            loss = loss + heatmap_mse(outputs["heatmaps_single"].float(), targets, valid)
+        return loss
+
+    def unlabeled_keypoints(
+        self, batch: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Unlabeled sequences (B, S, 3, H, W) -> frame-pixel keypoints (B, S, K, 2), confidence."""
+        frames = batch["frames"]
+        b, s = frames.shape[:2]
+        heatmaps = torch.cat([self.model.forward_sequence(seq) for seq in frames])
+        xy, confidence = self.heatmaps_to_image_coords(heatmaps)
+        xy = map_points(batch["to_frame"].float(), xy.view(b, s, -1, 2))
+        return xy, confidence.view(b, s, -1)
+
+    def unsupervised_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        xy, confidence = self.unlabeled_keypoints(batch)
+        losses: dict[str, torch.Tensor] = {}
+        if "temporal" in self.unsupervised_weights:
+            losses["temporal"] = temporal_loss(
+                xy, confidence, self.temporal_epsilon, self.cfg.losses.temporal.confidence_threshold
+            )
+        for name in ("pca_singleview", "pca_multiview"):
+            if name in self.unsupervised_weights:
+                losses[name] = pca_loss(self.pcas[name], xy.flatten(0, 1))
+        return losses
+
+    # -- Lightning hooks -----------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        frozen = self.current_epoch < self.cfg.training.unfreeze_epoch
+        for param in self.model.backbone.parameters():
+            param.requires_grad_(not frozen)
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        labeled = batch["labeled"] if "labeled" in batch else batch
+        supervised = self.supervised_loss(labeled)
+        unsupervised = {}
+        if self.unsupervised_weights and batch.get("unlabeled") is not None:
+            unsupervised = self.unsupervised_losses(batch["unlabeled"])
+        epoch = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
+        anneal = anneal_weight(epoch, self.cfg.losses.anneal_rate)
+        total, logged = combine_losses(
+            supervised,
+            unsupervised,
+            self.unsupervised_weights,
+            self.cfg.losses.supervised_weight,
+            anneal,
+        )
+        batch_size = labeled["image"].shape[0]
+        self.log_dict({f"train/{k}": float(v) for k, v in logged.items()}, batch_size=batch_size)
+        self.log("train/anneal", anneal, batch_size=batch_size)
+        self.log("train_loss", total.detach(), prog_bar=True, batch_size=batch_size, sync_dist=True)
+        return total
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_error_sum, self._val_error_count = 0.0, 0
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        xy, _ = self.predict_frames(batch["image"])
+        frame_xy = map_points(batch["to_frame"].float(), xy)
+        error = torch.linalg.norm(frame_xy - batch["keypoints_frame"], dim=-1)
+        keep = ~torch.isnan(error)
+        self._val_error_sum += float(error[keep].sum())
+        self._val_error_count += int(keep.sum())
+
+    def on_validation_epoch_end(self) -> None:
+        totals = torch.tensor(
+            [self._val_error_sum, float(self._val_error_count)], device=self.device
+        )
+        if self.trainer.world_size > 1:  # every rank saw a different part of the val split
+            totals = self.all_gather(totals).sum(0)
+        mean = totals[0] / totals[1].clamp(min=1)
+        self.log("val_pixel_error", mean, prog_bar=True, rank_zero_only=False)
+
+    def configure_optimizers(self) -> Any:
+        t = self.cfg.training
+        optimizer = torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # Lightning Pose halves the rate at epochs 150/200/250 of 300; keep those fractions.
+        milestones = sorted({max(1, int(t.max_epochs * f)) for f in (0.5, 2 / 3, 5 / 6)})
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }
+
+    def pca_errors(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Per-keypoint PCA reprojection errors (frame pixels) for metrics."""
+        return {
+            name: pca_reprojection_error(pca.to(keypoints.device), keypoints)
+            for name, pca in self.pcas.items()
+        }
