@@ -33,6 +33,7 @@ class SyntheticConfig:
     n_test_videos: int = 1
     frames_per_video: int = 300
     n_labeled: int = 80
+    frame_size: list[int] = field(default_factory=lambda: [128, 128])  # [height, width] of one view
     two_view: bool = False
     occlusion: bool = True
     codec: Literal["h264", "vp9", "mjpeg"] = "h264"

@@ -51,7 +51,9 @@ def read_pose_csv(path: str | os.PathLike) -> pd.DataFrame:
         try:
             table[column] = pd.to_numeric(table[column], errors="raise").astype(float)
         except (ValueError, TypeError) as err:
-            raise PoseTableError(f"{path}: column {column[1]}/{column[2]} holds non-numbers ({err})") from err
+            raise PoseTableError(
+                f"{path}: column {column[1]}/{column[2]} holds non-numbers ({err})"
+            ) from err
     return table
 
 

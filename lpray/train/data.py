@@ -7,6 +7,7 @@ own video shard and never receives data over the network from the driver.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,26 +48,23 @@ class DataBundle:
 
 
 def resolve_root(cfg: Config) -> tuple[Path, list[list[str]] | None, list[str]]:
-    """The project folder; builds the synthetic project when ``data.root == "synthetic"``."""
-    if cfg.data.root != "synthetic":
+    """The project folder, its view groups and unseen test videos (synthetic projects only).
+
+    ``data.root == "synthetic"`` builds (or reuses) the built-in synthetic project.
+    """
+    from lpray.data.synthetic import SyntheticSpec, load_synthetic_project, make_synthetic_project
+
+    if cfg.data.root == "synthetic":
+        values = dataclasses.asdict(cfg.data.synthetic)
+        spec = SyntheticSpec(**{**values, "frame_size": tuple(values["frame_size"])})
+        project = make_synthetic_project(Path(cfg.data.synthetic_dir), spec)
+    else:
         root = Path(cfg.data.root)
         if not root.is_dir():
             raise FileNotFoundError(f"data.root: project folder {root} does not exist")
-        return root, None, []
-    from lpray.data.synthetic import SyntheticSpec, make_synthetic_project
-
-    s = cfg.data.synthetic
-    spec = SyntheticSpec(
-        seed=s.seed,
-        n_train_videos=s.n_train_videos,
-        n_test_videos=s.n_test_videos,
-        frames_per_video=s.frames_per_video,
-        n_labeled=s.n_labeled,
-        two_view=s.two_view,
-        occlusion=s.occlusion,
-        codec=s.codec,
-    )
-    project = make_synthetic_project(Path(cfg.data.synthetic_dir), spec)
+        if not (root / "project.yaml").is_file():
+            return root, None, []
+        project = load_synthetic_project(root)
     return project.root, project.view_groups, [str(p) for p in project.test_videos]
 
 

@@ -56,8 +56,9 @@ class EpochMetricsWriter(Callback):
     def __init__(self, path: Path) -> None:
         self.path = path
 
-    def on_validation_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+    # After the epoch's validation (Lightning validates inside the epoch, before this hook).
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero:
             return
         import pandas as pd
 

@@ -78,7 +78,8 @@ class PoseModule(pl.LightningModule):
     def heatmaps_to_image_coords(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Heatmaps (N, K, h, w) -> keypoints (N, K, 2) in model-input pixels, confidence (N, K)."""
         coords, confidence = soft_argmax(heatmaps.float(), self.cfg.model.softmax_temperature)
-        return heatmap_to_image(coords, self.image_size, tuple(heatmaps.shape[-2:])), confidence
+        xy = heatmap_to_image(coords, self.image_size, tuple(heatmaps.shape[-2:]))
+        return xy, confidence.clamp(0.0, 1.0)  # a softmax mass; float rounding can pass 1
 
     def predict_frames(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Labeled-style input (N, C, 3, H, W) -> model-input keypoints (N, K, 2), confidence."""

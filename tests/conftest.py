@@ -1,0 +1,81 @@
+"""Shared fixtures: the real data folder, a tiny synthetic project, one local Ray cluster."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MIRROR_MOUSE = SHARED_DATA / "mirror-mouse-example"
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # tests never talk to a token-protected cluster
+
+
+def require_shared(path: Path) -> Path:
+    if not path.exists():
+        pytest.skip(f"{path} not present (the ../shared/data folder holds the real datasets)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mirror_mouse() -> Path:
+    return require_shared(MIRROR_MOUSE)
+
+
+TINY_SYNTHETIC = {
+    "seed": 3,
+    "n_train_videos": 2,
+    "n_test_videos": 1,
+    "frames_per_video": 40,
+    "n_labeled": 30,
+    "frame_size": [64, 64],
+    "occlusion": True,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic project shared by the training tests (built once per session)."""
+    from lpray.data.synthetic import SyntheticSpec, make_synthetic_project
+
+    spec = SyntheticSpec(**{**TINY_SYNTHETIC, "frame_size": tuple(TINY_SYNTHETIC["frame_size"])})
+    return make_synthetic_project(tmp_path_factory.mktemp("tiny") / "project", spec).root
+
+
+def tiny_config(project: Path, output_dir: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """Config values for a seconds-long CPU run on the tiny project."""
+    values: dict[str, Any] = {
+        "data": {"root": str(project), "image_size": [64, 64], "train_prob": 0.7, "val_prob": 0.15},
+        "model": {"backbone": "resnet18"},
+        "training": {
+            "max_epochs": 2,
+            "batch_size": 8,
+            "sequence_length": 4,
+            "output_dir": str(output_dir),
+            "progress_bar": False,
+            "accelerator": "cpu",
+            "log_every_n_steps": 1,
+        },
+    }
+    for section, updates in sections.items():
+        values.setdefault(section, {}).update(updates)
+    return values
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Any:
+    """One real local Ray cluster for the whole session (2 CPUs, no dashboard)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            object_store_memory=256 * 1024**2,
+            log_to_driver=False,
+        )
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,78 @@
+"""Config loading: defaults, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from lpray.config import Config, ConfigError, load_config, save_config
+
+
+def test_defaults_follow_the_design():
+    cfg = load_config()
+    assert isinstance(cfg, Config)
+    assert cfg.training.lr == 1e-3
+    assert cfg.losses.anneal_rate == 0.01
+    assert cfg.losses.temporal.epsilon == 20.0
+    assert cfg.losses.pca_singleview.variance_explained == 0.99
+    assert cfg.losses.pca_multiview.n_components == 3
+    assert cfg.losses.active() == {}  # unsupervised losses are opt-in
+
+
+def test_overrides_are_typed_and_nested(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("training:\n  max_epochs: 7\nlosses:\n  temporal:\n    weight: 1.0e-3\n")
+    cfg = load_config(
+        path,
+        [
+            "training.max_epochs=2",
+            "data.train_frames=75",
+            "losses.pca_singleview.weight=1e-4",
+            "data.image_size=[64,96]",
+        ],
+    )
+    assert cfg.training.max_epochs == 2
+    assert cfg.data.train_frames == 75 and isinstance(cfg.data.train_frames, int)
+    assert cfg.losses.temporal.weight == 1e-3
+    assert cfg.losses.pca_singleview.weight == 1e-4  # "1e-4" is a string in YAML 1.1
+    assert cfg.data.image_size == [64, 96]
+    assert cfg.losses.active() == {"temporal": 1e-3, "pca_singleview": 1e-4}
+    assert load_config(path, ["data.train_frames=0.5"]).data.train_frames == 0.5
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("training.epochs=3", "unknown config key training.epochs"),
+        ("nonsense.key=3", "unknown config key nonsense"),
+        ("training.lr=fast", "training.lr: expected a number"),
+        ("training.max_epochs=2.5", "training.max_epochs: expected an integer"),
+        ("model.backbone=vgg16", "model.backbone: unknown backbone 'vgg16'"),
+        ("data.image_size=[100,100]", "data.image_size: must be [height, width], multiples of 32"),
+        ("data.train_frames=1.5", "data.train_frames: a fraction must be in (0, 1]"),
+        ("losses.temporal.weight=-1", "losses.temporal.weight: must be >= 0"),
+        ("training.precision=64", "training.precision: must be one of"),
+        ("model.pretrained=maybe", "model.pretrained: expected true/false"),
+        ("training.max_epochs", "expected section.key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=__import__("re").escape(message)):
+        load_config(None, [override])
+
+
+def test_file_errors_name_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("training:\n  batch_sizes: 4\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: unknown config key training\.batch_sizes"):
+        load_config(path)
+    path.write_text("training: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+        load_config(path)
+    with pytest.raises(FileNotFoundError, match="missing.yaml"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_saved_config_round_trips(tmp_path):
+    cfg = load_config(None, ["losses.temporal.epsilon=[1.0, 2.5]", "data.keypoints=[a, b]"])
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml") == cfg

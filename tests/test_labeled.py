@@ -1,0 +1,127 @@
+"""Labeled frames: reading CollectedData.csv, clear errors, the split, augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lpray.data.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentSpec
+from lpray.data.labeled import (
+    LabeledDataset,
+    LabelError,
+    context_paths,
+    read_labeled_frames,
+    split_frames,
+)
+from lpray.io.tables import arrays_to_table, write_pose_csv
+
+
+def make_project(root, n=6, size=(60, 80), nan_everywhere=False, dot=True):
+    """Greyscale frames with a bright dot at each frame's single 'nose' keypoint."""
+    rng = np.random.default_rng(0)
+    (root / "labeled-data").mkdir(parents=True)
+    xy = np.stack([rng.uniform(15, size[1] - 15, n), rng.uniform(15, size[0] - 15, n)], axis=1)
+    paths = []
+    for i, (x, y) in enumerate(xy):
+        image = np.zeros(size, np.uint8)
+        if dot:
+            yy, xx = np.mgrid[: size[0], : size[1]]
+            image[((xx - x) ** 2 + (yy - y) ** 2) <= 2.0] = 255
+        path = f"labeled-data/img{i:03d}.png"
+        Image.fromarray(image, mode="L").save(root / path)
+        paths.append(path)
+    keypoints = np.stack([xy, xy + 5], axis=1)
+    if nan_everywhere:
+        keypoints[:, 1] = np.nan
+    write_pose_csv(
+        arrays_to_table(keypoints, ["nose", "tail"], index=paths), root / "CollectedData.csv"
+    )
+    return xy
+
+
+def test_reads_labels_and_images(tmp_path):
+    xy = make_project(tmp_path)
+    frames = read_labeled_frames(tmp_path)
+    assert frames.keypoint_names == ["nose", "tail"]
+    np.testing.assert_allclose(frames.keypoints[:, 0], xy)
+    item = LabeledDataset(frames, (64, 64))[0]
+    assert item["image"].shape == (1, 3, 64, 64)  # greyscale -> 3 channels
+    channels = item["image"][0] * IMAGENET_STD + IMAGENET_MEAN
+    torch.testing.assert_close(channels[0], channels[2])
+
+
+def test_missing_image_is_named(tmp_path):
+    make_project(tmp_path)
+    (tmp_path / "labeled-data" / "img003.png").unlink()
+    with pytest.raises(
+        LabelError, match=r"CollectedData\.csv: 1 labeled image\(s\) not found.*img003"
+    ):
+        read_labeled_frames(tmp_path)
+
+
+def test_keypoint_missing_everywhere_is_named(tmp_path):
+    make_project(tmp_path, nan_everywhere=True)
+    with pytest.raises(LabelError, match=r"keypoint\(s\) \['tail'\] missing in every frame"):
+        read_labeled_frames(tmp_path)
+    frames = read_labeled_frames(tmp_path, keypoints=["nose"])  # leaving it out works
+    assert frames.keypoint_names == ["nose"]
+
+
+def test_unknown_keypoint_and_bad_header(tmp_path):
+    make_project(tmp_path)
+    with pytest.raises(LabelError, match=r"unknown keypoints \['ear'\]"):
+        read_labeled_frames(tmp_path, keypoints=["ear"])
+    (tmp_path / "CollectedData.csv").write_text("just,a\nplain,csv\n")
+    with pytest.raises(LabelError, match="CollectedData.csv"):
+        read_labeled_frames(tmp_path)
+
+
+def test_split_is_seeded_disjoint_and_train_frames_nest(tmp_path):
+    make_project(tmp_path, n=40, dot=False)
+    frames = read_labeled_frames(tmp_path)
+    split = split_frames(frames, 0.8, 0.1, seed=5)
+    parts = [set(split.train), set(split.val), set(split.test)]
+    assert [len(p) for p in parts] == [32, 4, 4]
+    assert set().union(*parts) == set(range(40)) and sum(map(len, parts)) == 40
+    again = split_frames(frames, 0.8, 0.1, seed=5)
+    assert np.array_equal(again.train, split.train)
+    small = split_frames(frames, 0.8, 0.1, seed=5, train_frames=10)
+    large = split_frames(frames, 0.8, 0.1, seed=5, train_frames=20)
+    assert set(small.train) < set(large.train) < set(split.train)
+    assert np.array_equal(small.test, split.test)  # label counts never touch held-out frames
+    assert len(split_frames(frames, 0.8, 0.1, seed=5, train_frames=0.5).train) == 16
+    with pytest.raises(LabelError, match="train_frames=50 asks for 50"):
+        split_frames(frames, 0.8, 0.1, seed=5, train_frames=50)
+
+
+def test_augmentation_moves_keypoints_with_the_image(tmp_path):
+    make_project(tmp_path, n=4, size=(96, 128))
+    frames = read_labeled_frames(tmp_path)
+    spec = AugmentSpec(
+        rotation_deg=25, scale=0.2, shift=0.08, brightness=0.0, contrast=0.0, blur_prob=0
+    )
+    dataset = LabeledDataset(frames, (64, 64), spec, seed=1)
+    for epoch in range(3):
+        dataset.epoch = epoch
+        for i in range(len(dataset)):
+            item = dataset[i]
+            image = (item["image"][0, 0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]).numpy()
+            expected = item["keypoints"][0].numpy()
+            peak = np.array(np.unravel_index(image.argmax(), image.shape))[::-1]
+            weights = np.clip(image - 0.3, 0, None)
+            yy, xx = np.mgrid[: image.shape[0], : image.shape[1]]
+            centroid = np.array([(weights * xx).sum(), (weights * yy).sum()]) / weights.sum()
+            assert np.linalg.norm(peak - expected) < 1.5
+            assert np.linalg.norm(centroid - expected) < 0.6
+            # to_frame undoes the whole warp: model pixels -> frame pixels
+            back = item["to_frame"][:, :2] @ item["keypoints"][0] + item["to_frame"][:, 2]
+            torch.testing.assert_close(back, item["keypoints_frame"][0], atol=1e-3, rtol=0)
+
+
+def test_context_paths_follow_frame_numbers():
+    assert context_paths("labeled-data/v/img00000042.png", range(-2, 3)) == [
+        f"labeled-data/v/img000000{n}.png" for n in (40, 41, 42, 43, 44)
+    ]
+    assert context_paths("a/img1.png", range(-2, 1)) == ["a/img0.png", "a/img0.png", "a/img1.png"]

@@ -1,0 +1,99 @@
+"""End to end on CPU: train (supervised + unsupervised losses) -> model directory -> predict."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_config
+
+from lpray import cli
+from lpray.config import config_from_dict
+from lpray.data.synthetic import load_synthetic_project, load_truth
+from lpray.io.tables import keypoint_names, read_pose_csv, read_pose_parquet, table_to_arrays
+from lpray.train.fit import train
+
+SEMI = {
+    "temporal": {"weight": 1e-3, "epsilon": 2.0},
+    "pca_singleview": {"weight": 1e-3},
+    "anneal_rate": 1.0,
+}
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_project, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "model"
+    cfg = config_from_dict(tiny_config(tiny_project, out, losses=SEMI))
+    return train(cfg)
+
+
+def test_model_directory_is_complete(trained, tiny_project):
+    for name in (
+        "config.yaml",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "metrics.csv",
+        "summary.json",
+        "labeled_predictions.csv",
+        "labeled_errors.csv",
+        "labels_vs_predictions.png",
+    ):
+        assert (trained / name).is_file(), name
+    metrics = pd.read_csv(trained / "metrics.csv")
+    assert list(metrics["epoch"]) == [0, 1]
+    assert np.isfinite(metrics["val_pixel_error"]).all()
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["train_steps"] == 2 * int(np.ceil(summary["n_train_frames"] / 8))
+    assert summary["test_pixel_error"] > 0
+    assert summary["best_val_pixel_error"] == pytest.approx(metrics["val_pixel_error"].min())
+    # The unsupervised losses really ran: the step log holds their values.
+    steps = pd.read_csv(trained / "logs" / "metrics.csv")
+    for name in ("train/temporal", "train/pca_singleview", "train/supervised"):
+        assert steps[name].notna().any(), name
+    assert (steps["train/pca_singleview"].dropna() >= 0).all()
+
+
+def test_predict_video_and_labeled_csv(trained, tiny_project, tmp_path):
+    project = load_synthetic_project(tiny_project)
+    video = project.test_videos[0]
+    assert (
+        cli.main(
+            ["predict", str(trained), str(video), str(project.csv_path), "--out", str(tmp_path)]
+        )
+        == 0
+    )
+    stem = video.name.rsplit(".", 1)[0]
+    table = read_pose_csv(tmp_path / f"{stem}.csv")
+    truth, _ = load_truth(project.truth_paths[stem])
+    assert keypoint_names(table) == project.keypoint_names
+    xy, likelihood = table_to_arrays(table)
+    assert xy.shape == truth.shape  # one row per video frame, every keypoint
+    assert np.isfinite(xy).all() and ((likelihood >= 0) & (likelihood <= 1)).all()
+    assert (xy >= -1).all() and (xy[..., 0] <= 64).all() and (xy[..., 1] <= 64).all()
+    parquet = read_pose_parquet(tmp_path / f"{stem}.parquet")
+    np.testing.assert_allclose(parquet.to_numpy(), table.to_numpy())
+    metrics = pd.read_csv(tmp_path / f"{stem}.metrics.csv")
+    assert len(metrics) == len(truth)
+    expected_norm = np.linalg.norm(xy[5] - xy[4], axis=-1)
+    names = project.keypoint_names
+    np.testing.assert_allclose(
+        metrics.loc[5, [f"temporal_norm|{n}" for n in names]], expected_norm, rtol=1e-4
+    )
+    assert any(c.startswith("pca_singleview|") for c in metrics.columns)
+    errors = pd.read_csv(tmp_path / "CollectedData_errors.csv", index_col=0)
+    assert errors.shape == (len(read_pose_csv(project.csv_path)), len(names))
+
+
+def test_rerun_resumes_and_continues_for_more_epochs(trained, tiny_project):
+    cfg = config_from_dict(
+        tiny_config(tiny_project, trained, losses=SEMI, training={"max_epochs": 3})
+    )
+    train(cfg)
+    metrics = pd.read_csv(trained / "metrics.csv")
+    assert list(metrics["epoch"]) == [0, 1, 2]  # epochs 0-1 kept, not re-run; epoch 2 added
+    summary = json.loads((trained / "summary.json").read_text())
+    assert summary["train_steps"] == int(
+        np.ceil(summary["n_train_frames"] / 8)
+    )  # only the new epoch
