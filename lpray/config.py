@@ -104,6 +104,9 @@ class LossesConfig:
     """total = supervised_weight * heatmap MSE + anneal(epoch) * sum_i weight_i * L_i."""
 
     supervised_weight: float = 1.0
+    # "kl": KL divergence between the normalised target and the softmax soft-argmax decodes
+    # (robust with unsupervised losses); "mse": Lightning Pose's plain heatmap MSE.
+    heatmap_loss: Literal["kl", "mse"] = "mse"
     anneal_rate: float = 0.01  # unsupervised weights ramp 0 -> 1 by this much per epoch
     temporal: TemporalLossConfig = field(default_factory=TemporalLossConfig)
     pca_singleview: PCASingleViewLossConfig = field(default_factory=PCASingleViewLossConfig)

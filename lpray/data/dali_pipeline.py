@@ -26,10 +26,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lpray.data.video import VideoInfo
+
+if TYPE_CHECKING:
+    from nvidia.dali.pipeline import Pipeline
+    from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
 # Codecs each DALI decoder reads (DESIGN.md section 6; DALI 2.4 docs).
 DALI_CPU_CODECS = frozenset({"vp8", "vp9", "mjpeg"})
@@ -121,7 +126,7 @@ def build_video_pipeline(
     seed: int = 0,
     num_threads: int = 2,
     prefetch_queue_depth: int = 2,
-):
+) -> Pipeline:
     """Build (but do not start) the DALI pipeline.
 
     Args:
@@ -152,7 +157,8 @@ def build_video_pipeline(
     Returns:
         The pipeline; outputs ``frames`` (B, S, 3, H, W) float32 normalised, ``video_index``
         (B, 1) int32, ``frame_index`` (B, S) int32 (the padded tail repeats the last index),
-        ``augment`` (B, 2, 3) float32 (the matrices that were fed).
+        ``augment`` (B, 2, 3) float32 (the matrices that were fed), ``decoded_shape`` (B, 4)
+        int64 (F, H, W, C of the decoded sequence, to check against the probed frame size).
     """
     from nvidia.dali import fn, pipeline_def, types  # noqa: PLC0415
     from nvidia.dali import math as dmath  # noqa: PLC0415
@@ -212,8 +218,9 @@ def build_video_pipeline(
             size=[height, width],
             dtype=types.FLOAT,
             interp_type=types.INTERP_LINEAR,
-            # no fill_value: out-of-frame samples clamp to the border pixel, like
-            # torch.grid_sample(padding_mode="border") in the PyAV backend
+            # black outside the frame, like grid_sample(padding_mode="zeros") in the PyAV
+            # backend and the labeled-frame augmentation
+            fill_value=0.0,
         )
         if photometric:
             frames = fn.brightness_contrast(
@@ -227,7 +234,7 @@ def build_video_pipeline(
             mean=[float(m) for m in mean],
             std=[float(s) for s in std],
         )
-        return frames, label, frame_num, corner_affine
+        return frames, label, frame_num, corner_affine, shape
 
     return video_pipeline(
         batch_size=batch_size,
@@ -238,10 +245,10 @@ def build_video_pipeline(
     )
 
 
-OUTPUT_MAP = ["frames", "video_index", "frame_index", "augment"]
+OUTPUT_MAP = ["frames", "video_index", "frame_index", "augment", "decoded_shape"]
 
 
-def make_iterator(pipeline, finite: bool):
+def make_iterator(pipeline: Pipeline, finite: bool) -> DALIGenericIterator:
     """Wrap a built pipeline in DALI's PyTorch iterator.
 
     Args:

@@ -3,7 +3,8 @@
 Two loaders, each with three backends chosen by a config string:
 
 - ``"pyav"``: CPU decoding with :class:`lpray.data.video.PyAVReader` (any codec FFmpeg reads),
-  warped with ``torch.nn.functional.grid_sample`` on ``device``.
+  warped on ``device`` with ``torch.nn.functional.grid_sample`` (``interpolate`` when the
+  matrix is a plain resize: the same samples, faster).
 - ``"dali"``: :mod:`lpray.data.dali_pipeline`; on a GPU any codec NVDEC reads, on the CPU only
   VP8/VP9/MJPEG.
 - ``"auto"``: DALI on the GPU when ``device`` is CUDA and NVDEC reads every video; else DALI on
@@ -16,7 +17,9 @@ brightness; :func:`to_frame_matrix` composes ``A`` with the resize into ``to_fra
 matrix from model-input pixel coordinates to original frame pixel coordinates (centre of pixel
 column j is x = j). PyAV warps with ``to_frame`` directly; DALI receives ``A`` (pixel-corner
 convention) and multiplies in the resize once it knows the frame size, which is the same matrix.
-Both sample bilinearly and clamp at the border, so their outputs agree to decoder rounding.
+Both sample bilinearly and fill outside the frame with black (like lpray.data.augment for
+labeled frames and imgaug's default in Lightning Pose), so their outputs agree to decoder
+rounding.
 
 Sharding (:func:`shard_ranges`) is lpray's own and identical for both backends: with at least as
 many videos as shards, shard k takes whole videos k, k + n, k + 2n, ...; otherwise every video is
@@ -178,8 +181,11 @@ def from_corner_convention(matrix: np.ndarray) -> np.ndarray:
 def _is_plain_resize(
     to_frame: torch.Tensor, frame_size: tuple[int, int], image_size: tuple[int, int]
 ) -> bool:
-    """True when every matrix is exactly the align_corners=False resize (no augmentation), which
-    ``F.interpolate`` computes with the same sample positions and border clamping."""
+    """True when every matrix is exactly the align_corners=False resize (no augmentation) and it
+    does not enlarge the frame: then every sample lies inside the frame, and ``F.interpolate``
+    takes the same samples as the black-filled ``grid_sample``."""
+    if frame_size[0] < image_size[0] or frame_size[1] < image_size[1]:
+        return False
     resize = to_frame_matrix(np.eye(2, 3), frame_size, image_size)
     return bool(torch.allclose(to_frame.double().cpu(), torch.from_numpy(resize), atol=1e-6))
 
@@ -236,7 +242,7 @@ def warp_normalise(
         else:
             pieces.append(
                 F.grid_sample(
-                    source, grid[lo:hi], mode="bilinear", padding_mode="border", align_corners=False
+                    source, grid[lo:hi], mode="bilinear", padding_mode="zeros", align_corners=False
                 )
             )
     out = pieces[0] if len(pieces) == 1 else torch.cat(pieces)
@@ -529,6 +535,9 @@ def _dali_training(
         for batch in dp.make_iterator(pipe, finite=False):
             out = batch[0]
             video_index = out["video_index"].view(-1).long().cpu()
+            _check_decoded_size(
+                out["decoded_shape"], sizes[video_index.numpy()], paths, video_index
+            )
             affine = from_corner_convention(out["augment"].cpu().double().numpy())
             to_frame = to_frame_matrix(affine, sizes[video_index.numpy()], image_size)
             yield {
@@ -537,6 +546,21 @@ def _dali_training(
                 "video_index": video_index.to(device),
                 "to_frame": torch.from_numpy(to_frame).float().to(device),
             }
+
+
+def _check_decoded_size(
+    decoded_shape: torch.Tensor, sizes: np.ndarray, paths: list[str], video_index: torch.Tensor
+) -> None:
+    """Refuse frames whose decoded size differs from the probed size ``to_frame`` assumes (a
+    decoder that does not crop coded padding would otherwise shift every prediction)."""
+    decoded = decoded_shape.cpu().numpy()[:, 1:3]
+    bad = np.flatnonzero(np.any(decoded != sizes, axis=1))
+    if len(bad):
+        b = int(bad[0])
+        raise VideoError(
+            f"{paths[int(video_index[b])]}: DALI decodes {decoded[b][1]}x{decoded[b][0]} frames, "
+            f"the file declares {sizes[b][1]}x{sizes[b][0]}; use backend='pyav'"
+        )
 
 
 def iter_prediction_chunks(
@@ -625,8 +649,12 @@ def _dali_blocks(
             f"{info.n_frames} frames ({expected} chunks); the decoders disagree on the frame "
             f"count: re-encode the video or use backend='pyav'"
         )
+    size = np.array([[info.height, info.width]])
     for batch in dp.make_iterator(pipe, finite=True):
         out = batch[0]
+        _check_decoded_size(
+            out["decoded_shape"], size, [info.path], torch.zeros(1, dtype=torch.long)
+        )
         yield out["frames"][0].to(device), out["frame_index"][0].cpu().numpy().astype(np.int64)
 
 

@@ -41,11 +41,19 @@ class HeatmapModel(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """``frames`` (N, C, 3, H, W) with C = 1 -> ``{"heatmaps": (N, K, H/4, W/4)}``."""
-        return {"heatmaps": self.head(self.backbone(frames[:, 0]))}
+        return self.labeled_heads(self.backbone(frames.flatten(0, 1)), frames.shape[0])
 
     def forward_sequence(self, frames: torch.Tensor) -> torch.Tensor:
         """Contiguous frames (S, 3, H, W) -> heatmaps (S, K, h, w), one per frame."""
-        return self.head(self.backbone(frames))
+        return self.sequence_heads(self.backbone(frames))
+
+    # The trainer runs the backbone ONCE on labeled and unlabeled frames together (so BatchNorm
+    # sees one mixed batch) and then applies the heads to each part.
+    def labeled_heads(self, features: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
+        return {"heatmaps": self.head(features)}
+
+    def sequence_heads(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
 
 
 class ContextModel(nn.Module):
@@ -76,13 +84,7 @@ class ContextModel(nn.Module):
 
     def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """``frames`` (N, 5, 3, H, W), the centre frame in the middle -> both heads' heatmaps."""
-        n, window = frames.shape[:2]
-        features = self.backbone(frames.flatten(0, 1))
-        features = features.view(n, window, *features.shape[1:])
-        return {
-            "heatmaps": self.context_head(self._mix(features)),
-            "heatmaps_single": self.head(features[:, self.context]),
-        }
+        return self.labeled_heads(self.backbone(frames.flatten(0, 1)), frames.shape[0])
 
     def forward_sequence(self, frames: torch.Tensor) -> torch.Tensor:
         """Contiguous frames (S, 3, H, W) -> context heatmaps (S, K, h, w).
@@ -90,7 +92,16 @@ class ContextModel(nn.Module):
         The sequence's first and last frames are repeated to give every frame its neighbours.
         Callers that have the real neighbours pass a longer chunk and drop the padded ends.
         """
-        features = self.backbone(frames)
+        return self.sequence_heads(self.backbone(frames))
+
+    def labeled_heads(self, features: torch.Tensor, n: int) -> dict[str, torch.Tensor]:
+        features = features.view(n, -1, *features.shape[1:])
+        return {
+            "heatmaps": self.context_head(self._mix(features)),
+            "heatmaps_single": self.head(features[:, self.context]),
+        }
+
+    def sequence_heads(self, features: torch.Tensor) -> torch.Tensor:
         c = self.context
         padded = torch.cat(
             [

@@ -1,47 +1,258 @@
 """Distributed training on Ray Train: ``lpray train CONFIG --workers N``.
 
-Each worker runs the same LightningModule under ``RayDDPStrategy``; it reads its own labeled
-shard (a ``DistributedSampler`` slice) and its own video shard (``shard_id`` = world rank), so no
-data passes through the driver. Every epoch, all ranks save and report a checkpoint with
-``RayTrainReportCallback`` to ``storage_path`` (any pyarrow/fsspec filesystem). A worker failure
-restarts the workers from the latest reported checkpoint (``FailureConfig``); running the same
-config again (same run name and storage) continues from that checkpoint too, e.g. with a larger
+Each worker runs the same LightningModule under DDP; it builds its own labeled shard (a
+``DistributedSampler`` slice) and its own video shard (``shard_id`` = world rank), so no data passes
+through the driver. After every epoch all ranks save one Lightning checkpoint (rank 0 writes it,
+together with the step log) and report it, with the epoch's metrics, to ``storage_path`` on any
+pyarrow/fsspec filesystem. A worker failure restarts the workers from the latest reported
+checkpoint (``FailureConfig``); running the same config again (same run name, i.e. model directory
+name, and the same storage) continues from that checkpoint too, e.g. with a larger
 ``training.max_epochs``.
 
-Batch semantics: ``training.batch_size`` is PER WORKER; the global batch is
-``workers * batch_size``. Keep the learning rate when you keep the global batch; when you scale the
-global batch up k times, scale ``training.lr`` up to k times (linear scaling), with a warm-up if
-training becomes unstable.
+Batch semantics: ``training.batch_size`` and ``training.unlabeled_sequences`` are PER WORKER; one
+optimizer step sees ``workers * batch_size`` labeled frames (DDP averages the workers' gradients, so
+a step on N workers x B frames equals a step on 1 worker x N*B frames) and
+``workers * unlabeled_sequences`` video clips. An epoch is one pass over the labeled train split, so
+N workers take N times fewer steps per epoch. Keep the learning rate when you keep the global batch;
+when you scale the global batch up k times, scale ``training.lr`` up to k times (linear scaling),
+with a warm-up if training becomes unstable.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.plugins.environments import LightningEnvironment
+from pytorch_lightning.strategies import DDPStrategy
 
 from lpray.config import Config, config_from_dict, save_config
 from lpray.train.fit import ThroughputMeter, build_module, write_summary
 
 CHECKPOINT_NAME = "checkpoint.ckpt"
+STEP_LOG_NAME = "steps.csv"
+# Longest wait for the controller to register an epoch's checkpoint before training goes on.
+COMMIT_TIMEOUT_S = 300.0
+# Exported next to the model directory's metrics.csv, where the single-process trainer's
+# CSVLogger writes its step log.
+STEP_LOG_EXPORT = Path("logs") / "metrics.csv"
+# Environment every worker gets unless the driver's environment says otherwise: NVLink multicast
+# off (lpray's all-reduces do not need it, and on shared hosts it can wedge the GPUs).
+WORKER_ENV_DEFAULTS = {
+    "NCCL_NVLS_ENABLE": "0",
+    "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+    "NVSHMEM_DISABLE_NVLS": "1",
+}
+WORKER_ENV_PASSTHROUGH = (*WORKER_ENV_DEFAULTS, "NCCL_CUMEM_ENABLE", "RAY_AUTH_MODE")
+
+
+# -- Lightning under Ray Train ------------------------------------------------------------------
+# Ray's own RayDDPStrategy / RayLightningEnvironment / RayTrainReportCallback subclass
+# ``lightning.pytorch`` whenever the ``lightning`` package is installed (the GPU image has both it
+# and ``pytorch_lightning``), and lpray's module and trainer are ``pytorch_lightning`` classes: the
+# two hierarchies do not mix. These few lines are the same logic on lpray's side.
+
+
+class RayEnvironment(LightningEnvironment):
+    """Ranks and world size come from the Ray Train context (Ray started the processes)."""
+
+    @property
+    def creates_processes_externally(self) -> bool:
+        return True
+
+    def world_size(self) -> int:
+        import ray.train
+
+        return ray.train.get_context().get_world_size()
+
+    def global_rank(self) -> int:
+        import ray.train
+
+        return ray.train.get_context().get_world_rank()
+
+    def local_rank(self) -> int:
+        import ray.train
+
+        return ray.train.get_context().get_local_rank()
+
+    def node_rank(self) -> int:
+        import ray.train
+
+        return ray.train.get_context().get_node_rank()
+
+    def set_world_size(self, size: int) -> None:
+        """Ignored: the Ray Train context is the source of truth."""
+
+    def set_global_rank(self, rank: int) -> None:
+        """Ignored: the Ray Train context is the source of truth."""
+
+    def teardown(self) -> None:
+        """Ray Train owns the process group; nothing to undo here."""
+
+
+class RayDDP(DDPStrategy):
+    """DDP on the process group Ray Train already initialised, on the device Ray assigned."""
+
+    @property
+    def root_device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    @property
+    def distributed_sampler_kwargs(self) -> dict[str, int]:
+        return {"num_replicas": self.world_size, "rank": self.global_rank}
+
+
+def scalar_metrics(trainer: pl.Trainer) -> dict[str, float]:
+    """The trainer's current one-number metrics as floats (what Ray and CSV files can hold)."""
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+
+
+class EpochThroughput(ThroughputMeter):
+    """Adds each epoch's labeled and unlabeled frames/s, summed over all ranks, to the metrics.
+
+    The clock runs from the epoch's start to its last training batch, so data loading and video
+    decoding count (most of the cost on CPU) and validation and checkpointing do not. The rate is
+    all ranks' frames over the slowest rank's time: what the whole job achieves. (The parent's
+    totals, which time the training step alone, stay available for the single-process summary.)
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.epoch_labeled = 0
+        self.epoch_unlabeled = 0
+        self.epoch_seconds = 0.0
+        self._epoch_start = 0.0
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        self.epoch_labeled, self.epoch_unlabeled, self.epoch_seconds = 0, 0, 0.0
+        self._epoch_start = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        super().on_train_batch_end(trainer, module, outputs, batch, idx)
+        labeled = batch["labeled"] if "labeled" in batch else batch
+        self.epoch_labeled += int(labeled["image"].shape[0])
+        if batch.get("unlabeled") is not None:
+            self.epoch_unlabeled += int(batch["unlabeled"]["frames"].shape[:2].numel())
+        self.epoch_seconds = time.perf_counter() - self._epoch_start
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        counts = torch.tensor([self.epoch_labeled, self.epoch_unlabeled], dtype=torch.float64)
+        seconds = torch.tensor([self.epoch_seconds], dtype=torch.float64)
+        if trainer.world_size > 1:
+            counts = module.all_gather(counts.to(module.device)).sum(0).cpu()
+            seconds = module.all_gather(seconds.to(module.device)).max().reshape(1).cpu()
+        rate = counts / seconds.clamp(min=1e-9)
+        trainer.callback_metrics["labeled_frames_per_second"] = rate[0].float()
+        trainer.callback_metrics["unlabeled_frames_per_second"] = rate[1].float()
+
+
+class StepLog(pl.Callback):
+    """Per-step training metrics (every ``log_every_n_steps``), kept on rank 0.
+
+    The log is saved inside every checkpoint, so it reaches the run's storage with it and a restart
+    continues the log of the checkpoint it resumes from (steps after it are not double-counted).
+    """
+
+    def __init__(self, rows: list[dict[str, float]] | None = None) -> None:
+        self.rows = list(rows or [])
+
+    @classmethod
+    def from_checkpoint_folder(cls, folder: Path | None) -> StepLog:
+        """The log saved with a checkpoint (empty for a fresh run or an old checkpoint)."""
+        import pandas as pd
+
+        path = folder / STEP_LOG_NAME if folder is not None else None
+        if path is None or not path.is_file():
+            return cls()
+        return cls(pd.read_csv(path).to_dict("records"))
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if not trainer.is_global_zero or trainer.global_step % trainer.log_every_n_steps:
+            return
+        metrics = {k: v for k, v in scalar_metrics(trainer).items() if k.startswith("train")}
+        self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics})
+
+    def write(self, path: Path) -> None:
+        import pandas as pd
+
+        pd.DataFrame(self.rows).to_csv(path, index=False)
+
+
+class ReportCheckpoint(pl.Callback):
+    """Every epoch: save one Lightning checkpoint (+ step log) and report it with the metrics.
+
+    Every rank calls ``save_checkpoint`` (it is collective) and ``ray.train.report`` (a barrier);
+    only rank 0 attaches the folder, so storage receives exactly one copy. Rank 0 then waits until
+    the checkpoint is registered, so a failure after an epoch's end never costs that epoch.
+    """
+
+    def __init__(self, step_log: StepLog) -> None:
+        self.step_log = step_log
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        import ray.train
+
+        epoch = trainer.current_epoch
+        metrics = {
+            **scalar_metrics(trainer),
+            "epoch": epoch,
+            "step": trainer.global_step,
+            "reported_at": time.time(),
+        }
+        with tempfile.TemporaryDirectory(prefix="lpray-checkpoint-") as folder:
+            trainer.save_checkpoint(os.path.join(folder, CHECKPOINT_NAME))
+            checkpoint = None
+            if trainer.is_global_zero:
+                self.step_log.write(Path(folder) / STEP_LOG_NAME)
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+            ray.train.report(
+                metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch:05d}"
+            )
+        if trainer.is_global_zero:
+            # The controller registers reports when it polls (every ~2 s); a worker dying before
+            # then would lose this epoch's checkpoint. Wait until it is committed.
+            ray.train.get_all_reported_checkpoints(
+                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED,
+                timeout_s=COMMIT_TIMEOUT_S,
+            )
+
+
+@contextlib.contextmanager
+def restored_checkpoint() -> Iterator[Path | None]:
+    """The folder of the checkpoint Ray Train hands this attempt (None on a fresh run)."""
+    import ray.train
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as folder:
+        yield Path(folder)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """The function every Ray Train worker runs."""
+    """The function every Ray Train worker runs.
+
+    ``loop_config``: ``config`` (``Config.to_dict()``) and optionally ``callbacks``, extra
+    Lightning callbacks for this run (tests use them to record batches or kill a worker).
+    """
     import ray.train
     import ray.train.torch
-    from ray.train.lightning import (
-        RayDDPStrategy,
-        RayLightningEnvironment,
-        RayTrainReportCallback,
-        prepare_trainer,
-    )
 
     from lpray.train.data import labeled_loader, make_train_loader, prepare_data
 
@@ -51,76 +262,77 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     pl.seed_everything(cfg.training.seed, workers=True)  # same init on every rank
     bundle = prepare_data(cfg)
     module = build_module(cfg, bundle)
+    if cfg.training.channels_last:
+        module = module.to(memory_format=torch.channels_last)
     device = ray.train.torch.get_device()
     train_loader = make_train_loader(
         cfg, bundle, module.model.context, shard_id=rank, num_shards=world, device=device.type
     )
-    # Validation is small: every rank scores the whole val split, so all ranks agree on it.
+    # Validation is small: every rank scores the whole val split (the module all-gathers the
+    # error sums, so the mean is exact; a sharded split would be padded with repeated frames).
     val_indices = bundle.split.val if len(bundle.split.val) else bundle.split.train
     val_loader = labeled_loader(cfg, bundle, val_indices, False, module.model.context)
-    meter = ThroughputMeter()
-    trainer = pl.Trainer(
-        max_epochs=cfg.training.max_epochs,
-        accelerator="auto",
-        devices="auto",
-        precision=cfg.training.precision,
-        strategy=RayDDPStrategy(find_unused_parameters=cfg.training.unfreeze_epoch > 0),
-        plugins=[RayLightningEnvironment()],
-        callbacks=[meter, ThroughputReporter(meter), RayTrainReportCallback()],
-        enable_checkpointing=False,
-        logger=False,
-        use_distributed_sampler=False,  # loaders are sharded by lpray itself
-        enable_progress_bar=cfg.training.progress_bar and rank == 0,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=cfg.training.val_every_n_epochs,
-        log_every_n_steps=cfg.training.log_every_n_steps,
-    )
-    trainer = prepare_trainer(trainer)
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is None:
-        trainer.fit(module, train_loader, val_loader)
-    else:
-        with checkpoint.as_directory() as folder:
-            trainer.fit(
-                module, train_loader, val_loader, ckpt_path=os.path.join(folder, CHECKPOINT_NAME)
-            )
+    with restored_checkpoint() as folder:
+        step_log = StepLog.from_checkpoint_folder(folder)
+        callbacks = [
+            EpochThroughput(),
+            step_log,
+            *loop_config.get("callbacks", ()),
+            ReportCheckpoint(step_log),
+        ]
+        trainer = pl.Trainer(
+            max_epochs=cfg.training.max_epochs,
+            accelerator="gpu" if device.type == "cuda" else "cpu",
+            devices="auto",
+            precision=cfg.training.precision,
+            strategy=RayDDP(find_unused_parameters=cfg.training.unfreeze_epoch > 0),
+            plugins=[RayEnvironment()],
+            callbacks=callbacks,
+            enable_checkpointing=False,
+            logger=False,
+            use_distributed_sampler=False,  # loaders are sharded by lpray itself
+            enable_progress_bar=cfg.training.progress_bar and rank == 0,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            check_val_every_n_epoch=cfg.training.val_every_n_epochs,
+            log_every_n_steps=cfg.training.log_every_n_steps,
+        )
+        resume = str(folder / CHECKPOINT_NAME) if folder is not None else None
+        trainer.fit(module, train_loader, val_loader, ckpt_path=resume)
 
 
-class ThroughputReporter(pl.Callback):
-    """Adds the labeled frames/s of all ranks together to each epoch's reported metrics."""
-
-    def __init__(self, meter: ThroughputMeter) -> None:
-        self.meter = meter
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        rate = self.meter.frames / self.meter.seconds if self.meter.seconds else 0.0
-        total = module.all_gather(torch.tensor(rate, device=module.device)).sum()
-        trainer.callback_metrics["labeled_frames_per_second"] = total.detach().cpu()
+# -- driver side --------------------------------------------------------------------------------
 
 
 def storage_and_filesystem(storage_path: str) -> tuple[str, Any]:
-    """A storage path Ray accepts: local folders as-is, other URLs via a pyarrow filesystem.
+    """A storage path Ray accepts, and the pyarrow filesystem to use (None: Ray resolves it).
 
-    ``s3://`` and ``gs://`` work natively in pyarrow; any other fsspec protocol is wrapped with
+    Local folders and ``file://`` URLs become absolute paths; ``s3://`` and ``gs://`` (``gcs://``)
+    pyarrow reads natively; any other fsspec URL (``abfs://``, ``hdfs://``, ``sftp://host/...``)
+    is opened by fsspec, with the options its URL carries, and wrapped as
     ``PyFileSystem(FSSpecHandler(...))``.
     """
     if "://" not in storage_path or storage_path.startswith("file://"):
-        local = (
-            storage_path[len("file://") :] if storage_path.startswith("file://") else storage_path
-        )
+        local = storage_path.removeprefix("file://")
         return str(Path(local).resolve()), None
-    protocol, inner = storage_path.split("://", 1)
+    protocol = storage_path.split("://", 1)[0]
     if protocol in ("s3", "gs", "gcs"):
         return storage_path, None
-    import fsspec
+    from fsspec.core import url_to_fs
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
-    return inner, PyFileSystem(FSSpecHandler(fsspec.filesystem(protocol)))
+    fs, inner = url_to_fs(storage_path)
+    return inner, PyFileSystem(FSSpecHandler(fs))
 
 
 def run_name(cfg: Config) -> str:
+    """The Ray run name: the model directory's name, so a rerun of a model resumes its run."""
     return Path(cfg.training.output_dir).resolve().name
+
+
+def default_storage(cfg: Config) -> str:
+    """Without ``--storage``: a ``ray`` folder beside the model directory."""
+    return str(Path(cfg.training.output_dir).resolve().parent / "ray")
 
 
 def make_torch_trainer(
@@ -131,19 +343,30 @@ def make_torch_trainer(
     storage_path: str | None = None,
     max_failures: int = 2,
     name: str | None = None,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> Any:
-    """The ``TorchTrainer`` for one run (also used by Tune trials)."""
+    """The ``TorchTrainer`` for one run (also used by Tune trials).
+
+    Args:
+        cfg: the run's config.
+        num_workers: Ray Train workers (DDP ranks).
+        gpus_per_worker: GPUs per worker; > 0 selects NCCL, else gloo on CPU.
+        cpus_per_worker: CPUs per worker (Ray sets the worker's OMP_NUM_THREADS from it).
+        storage_path: where checkpoints and metrics go; default :func:`default_storage`.
+        max_failures: worker-group restarts (from the latest checkpoint) before the run fails.
+        name: run name; default :func:`run_name`.
+        callbacks: extra Lightning callbacks every worker adds (pickled to the workers).
+    """
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    storage = storage_path or str(Path(cfg.training.output_dir).resolve().parent / "ray")
-    storage, filesystem = storage_and_filesystem(storage)
+    storage, filesystem = storage_and_filesystem(storage_path or default_storage(cfg))
     resources = {"CPU": cpus_per_worker}
     if gpus_per_worker:
         resources["GPU"] = gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": cfg.to_dict()},
+        train_loop_config={"config": cfg.to_dict(), "callbacks": list(callbacks)},
         scaling_config=ScalingConfig(
             num_workers=num_workers, use_gpu=gpus_per_worker > 0, resources_per_worker=resources
         ),
@@ -163,17 +386,16 @@ def make_torch_trainer(
     )
 
 
-def worker_env() -> dict[str, str]:
-    """Environment every worker needs: NVLink multicast off (see the device notes), threads."""
-    env = {"NCCL_NVLS_ENABLE": "0"}
-    for key in ("NCCL_NVLS_ENABLE", "NCCL_CUMEM_ENABLE", "RAY_AUTH_MODE"):
-        if key in os.environ:
-            env[key] = os.environ[key]
+def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables every worker gets: the safe defaults, overridden by the driver's."""
+    environ = dict(os.environ if environ is None else environ)
+    env = dict(WORKER_ENV_DEFAULTS)
+    env.update({key: environ[key] for key in WORKER_ENV_PASSTHROUGH if key in environ})
     return env
 
 
 def ensure_ray(address: str | None = None) -> None:
-    """Connect to a running cluster (RAY_ADDRESS / ``ray job submit``) or start a local one."""
+    """Connect to a running cluster (``address``, RAY_ADDRESS, ``ray job submit``) or start one."""
     import ray
 
     if not ray.is_initialized():
@@ -188,8 +410,14 @@ def train_distributed(
     cpus_per_worker: float = 1.0,
     storage_path: str | None = None,
     max_failures: int = 2,
+    callbacks: Sequence[pl.Callback] = (),
 ) -> Path:
-    """Train on ``num_workers`` Ray Train workers; returns the local model directory."""
+    """Train on ``num_workers`` Ray Train workers; returns the local model directory.
+
+    The model directory gets what the single-process trainer writes (config.yaml, best/last
+    checkpoints, metrics.csv, logs/metrics.csv, summary.json, ...) plus ``ray_run.json`` naming the
+    run on storage. metrics.csv and summary.json are also copied to the run folder on storage.
+    """
     from lpray.train.data import prepare_data
 
     ensure_ray()
@@ -198,14 +426,21 @@ def train_distributed(
     save_config(cfg, model_dir / "config.yaml")
     bundle = prepare_data(cfg)  # builds the synthetic project once, before workers race for it
     trainer = make_torch_trainer(
-        cfg, num_workers, gpus_per_worker, cpus_per_worker, storage_path, max_failures
+        cfg,
+        num_workers,
+        gpus_per_worker,
+        cpus_per_worker,
+        storage_path,
+        max_failures,
+        callbacks=callbacks,
     )
+    started_at = time.time()
     started = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - started
     if result.error is not None:
-        raise RuntimeError(f"Ray Train run failed: {result.error}")
-    export_result(cfg, bundle, result, model_dir, seconds)
+        raise RuntimeError(f"Ray Train run failed: {result.error}") from result.error
+    export_result(cfg, bundle, result, model_dir, seconds, started_at)
     return model_dir
 
 
@@ -215,35 +450,72 @@ def reported_metrics(result: Any) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r.get("epoch", 0), r.get("step", 0)))
 
 
-def export_result(cfg: Config, bundle: Any, result: Any, model_dir: Path, seconds: float) -> None:
-    """Copy best/last checkpoints into the model directory; write metrics.csv and summary.json."""
+def _copy_checkpoint_files(checkpoint: Any, files: dict[str, Path]) -> None:
+    """Copy files out of a (possibly remote) Ray checkpoint, each atomically."""
+    with checkpoint.as_directory() as folder:
+        for name, target in files.items():
+            source = Path(folder) / name
+            if not source.is_file():
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.tmp")
+            shutil.copyfile(source, partial)
+            os.replace(partial, target)
+
+
+def _upload(result: Any, model_dir: Path, names: Sequence[str]) -> None:
+    """Copy model-directory files into the run folder on storage (through Ray's filesystem)."""
+    filesystem = result.filesystem
+    for name in names:
+        with filesystem.open_output_stream(f"{result.path}/{name}") as out:
+            out.write((model_dir / name).read_bytes())
+
+
+def export_result(
+    cfg: Config,
+    bundle: Any,
+    result: Any,
+    model_dir: Path,
+    seconds: float,
+    started_at: float = 0.0,
+) -> None:
+    """Fill the model directory from a finished run.
+
+    best.ckpt is the reported checkpoint with the lowest validation pixel error, last.ckpt the
+    latest one (with the step log); metrics.csv has one row per epoch. summary.json's step count
+    and throughput cover only the epochs this invocation trained (``started_at``: its start, unix
+    seconds), like the single-process trainer's.
+    """
     import pandas as pd
 
     from lpray.io.storage import atomic_write
 
     checkpoints = model_dir / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
     pairs = list(result.best_checkpoints or [])
-    best = min(pairs, key=lambda p: p[1].get("val_pixel_error", float("inf")))[0] if pairs else None
-    for label, checkpoint in (("best", best), ("last", result.checkpoint)):
-        if checkpoint is None:
-            continue
-        with checkpoint.as_directory() as folder:
-            shutil.copyfile(Path(folder) / CHECKPOINT_NAME, checkpoints / f".{label}.tmp")
-        os.replace(checkpoints / f".{label}.tmp", checkpoints / f"{label}.ckpt")
+    scored = [p for p in pairs if p[1].get("val_pixel_error") is not None]
+    if scored:
+        best = min(scored, key=lambda p: p[1]["val_pixel_error"])[0]
+        _copy_checkpoint_files(best, {CHECKPOINT_NAME: checkpoints / "best.ckpt"})
+    if result.checkpoint is not None:
+        _copy_checkpoint_files(
+            result.checkpoint,
+            {
+                CHECKPOINT_NAME: checkpoints / "last.ckpt",
+                STEP_LOG_NAME: model_dir / STEP_LOG_EXPORT,
+            },
+        )
+        if not scored:
+            shutil.copyfile(checkpoints / "last.ckpt", checkpoints / "best.ckpt")
     rows = reported_metrics(result)
     with atomic_write(model_dir / "metrics.csv", "w") as handle:
         pd.DataFrame(rows).to_csv(handle, index=False)
-    last = rows[-1] if rows else {}
+    new = [r for r in rows if r.get("reported_at", 0.0) >= started_at]
+    before = [r for r in rows if r.get("reported_at", 0.0) < started_at]
+    steps = int(new[-1]["step"] - (before[-1]["step"] if before else 0)) if new else 0
+    rates = pd.Series([r.get("labeled_frames_per_second") for r in new], dtype=float).dropna()
     write_summary(
-        cfg,
-        bundle,
-        model_dir,
-        seconds,
-        int(last.get("step", 0)),
-        last.get("labeled_frames_per_second"),
+        cfg, bundle, model_dir, seconds, steps, float(rates.median()) if len(rates) else None
     )
     with open(model_dir / "ray_run.json", "w") as handle:
-        json.dump(
-            {"path": str(result.path), "epochs_reported": [r.get("epoch") for r in rows]}, handle
-        )
+        json.dump({"path": str(result.path), "epochs_reported": [r["epoch"] for r in rows]}, handle)
+    _upload(result, model_dir, ["metrics.csv", "summary.json"])

@@ -74,13 +74,22 @@ def make_trainer(
     cfg: Config, model_dir: Path, callbacks: list[Callback], **overrides: Any
 ) -> pl.Trainer:
     t = cfg.training
-    checkpoint = ModelCheckpoint(
+    best = ModelCheckpoint(
         dirpath=model_dir / "checkpoints",
         filename="best",
         monitor="val_pixel_error",
         mode="min",
-        save_last=True,
         save_top_k=1,
+        enable_version_counter=False,
+    )
+    # "last" is written at the end of EVERY epoch (ModelCheckpoint's save_last only follows the
+    # monitored saves), so a rerun resumes exactly after the last finished epoch.
+    last = ModelCheckpoint(
+        dirpath=model_dir / "checkpoints",
+        filename="last",
+        save_top_k=1,
+        every_n_epochs=1,
+        save_on_train_epoch_end=True,
         enable_version_counter=False,
     )
     kwargs: dict[str, Any] = dict(
@@ -88,7 +97,7 @@ def make_trainer(
         accelerator=t.accelerator,
         devices=1,
         precision=t.precision,
-        callbacks=[checkpoint, *callbacks],
+        callbacks=[best, last, *callbacks],
         logger=pl.loggers.CSVLogger(str(model_dir), name="logs", version=""),
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.val_every_n_epochs,

@@ -16,7 +16,7 @@ import torch
 
 from lpray.config import Config, config_from_dict
 from lpray.losses.pca import PosePCA, pca_reprojection_error
-from lpray.losses.supervised import gaussian_heatmaps, heatmap_mse
+from lpray.losses.supervised import gaussian_heatmaps, heatmap_kl, heatmap_mse
 from lpray.losses.unsupervised import anneal_weight, combine_losses, pca_loss, temporal_loss
 from lpray.models.coordinates import heatmap_to_image, image_to_heatmap, soft_argmax
 from lpray.models.heatmap import build_model
@@ -86,29 +86,37 @@ class PoseModule(pl.LightningModule):
         return self.heatmaps_to_image_coords(self.model(frames)["heatmaps"])
 
     # -- losses --------------------------------------------------------------------------------
-    def supervised_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        outputs = self.model(batch["image"])
+    def supervised_loss(
+        self, batch: dict[str, torch.Tensor], outputs: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        outputs = self.model(batch["image"]) if outputs is None else outputs
         heat_size = tuple(outputs["heatmaps"].shape[-2:])
         target_xy = image_to_heatmap(batch["keypoints"], self.image_size, heat_size)
         targets, valid = gaussian_heatmaps(target_xy, heat_size, self.cfg.model.heatmap_sigma)
-        loss = heatmap_mse(outputs["heatmaps"].float(), targets, valid)
+        heads = [outputs["heatmaps"]]
         if "heatmaps_single" in outputs:  # context model: supervise the single-frame head too
-            loss = loss + heatmap_mse(outputs["heatmaps_single"].float(), targets, valid)
-        return loss
+            heads.append(outputs["heatmaps_single"])
+        if self.cfg.losses.heatmap_loss == "kl":
+            temperature = self.cfg.model.softmax_temperature
+            return sum(heatmap_kl(h.float(), targets, valid, temperature) for h in heads)
+        return sum(heatmap_mse(h.float(), targets, valid) for h in heads)
 
     def unlabeled_keypoints(
-        self, batch: dict[str, torch.Tensor]
+        self, batch: dict[str, torch.Tensor], features: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Unlabeled sequences (B, S, 3, H, W) -> frame-pixel keypoints (B, S, K, 2), confidence."""
-        frames = batch["frames"]
-        b, s = frames.shape[:2]
-        heatmaps = torch.cat([self.model.forward_sequence(seq) for seq in frames])
+        """Backbone features of the unlabeled sequences (B*S, ...) -> frame-pixel keypoints
+        (B, S, K, 2) and confidences (B, S, K). Each sequence gets its own context window."""
+        b, s = batch["frames"].shape[:2]
+        per_sequence = features.view(b, s, *features.shape[1:])
+        heatmaps = torch.cat([self.model.sequence_heads(f) for f in per_sequence])
         xy, confidence = self.heatmaps_to_image_coords(heatmaps)
         xy = map_points(batch["to_frame"].float(), xy.view(b, s, -1, 2))
         return xy, confidence.view(b, s, -1)
 
-    def unsupervised_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        xy, confidence = self.unlabeled_keypoints(batch)
+    def unsupervised_losses(
+        self, batch: dict[str, torch.Tensor], features: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        xy, confidence = self.unlabeled_keypoints(batch, features)
         losses: dict[str, torch.Tensor] = {}
         if "temporal" in self.unsupervised_weights:
             losses["temporal"] = temporal_loss(
@@ -127,10 +135,23 @@ class PoseModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         labeled = batch["labeled"] if "labeled" in batch else batch
-        supervised = self.supervised_loss(labeled)
-        unsupervised = {}
-        if self.unsupervised_weights and batch.get("unlabeled") is not None:
-            unsupervised = self.unsupervised_losses(batch["unlabeled"])
+        unlabeled = batch.get("unlabeled") if self.unsupervised_weights else None
+        images = labeled["image"]
+        n = images.shape[0]
+        if unlabeled is None:
+            supervised = self.supervised_loss(labeled)
+            unsupervised = {}
+        else:
+            # One backbone pass over labeled and unlabeled frames: BatchNorm normalises with (and
+            # its running statistics track) the mixed batch. Two separate passes let the
+            # near-identical frames of one video clip dominate the statistics, and measured on
+            # the synthetic set that made every unsupervised weight hurt.
+            frames = unlabeled["frames"].to(images.dtype)
+            features = self.model.backbone(torch.cat([images.flatten(0, 1), frames.flatten(0, 1)]))
+            labeled_count = images.shape[0] * images.shape[1]
+            outputs = self.model.labeled_heads(features[:labeled_count], n)
+            supervised = self.supervised_loss(labeled, outputs)
+            unsupervised = self.unsupervised_losses(unlabeled, features[labeled_count:])
         epoch = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
         anneal = anneal_weight(epoch, self.cfg.losses.anneal_rate)
         total, logged = combine_losses(
@@ -140,7 +161,7 @@ class PoseModule(pl.LightningModule):
             self.cfg.losses.supervised_weight,
             anneal,
         )
-        batch_size = labeled["image"].shape[0]
+        batch_size = n
         self.log_dict({f"train/{k}": float(v) for k, v in logged.items()}, batch_size=batch_size)
         self.log("train/anneal", anneal, batch_size=batch_size)
         self.log("train_loss", total.detach(), prog_bar=True, batch_size=batch_size, sync_dist=True)

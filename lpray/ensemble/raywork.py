@@ -1,0 +1,106 @@
+"""Running many independent Ray tasks to completion: as-completed results, progress, errors.
+
+Ensemble training and corpus tracking both launch one task (or task chain) per item and must
+keep going when an item fails: each result is handed over as soon as it is ready (so its record
+is written at once, not after the slowest item), a failure becomes a short message instead of an
+exception, and a progress bar counts finished items.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Iterator
+from typing import Any
+
+import ray
+from tqdm.auto import tqdm
+
+
+def task_exception(err: BaseException) -> BaseException:
+    """The exception raised inside a task (also when raised by a task this one depended on).
+
+    ``RayTaskError`` wraps it as ``cause``; worker or node deaths have no cause and are returned
+    as they are.
+    """
+    cause = getattr(err, "cause", None)
+    return cause if isinstance(cause, BaseException) else err
+
+
+def describe_error(err: BaseException) -> str:
+    """A one-line message for a failed task: the user's exception, not Ray's traceback."""
+    err = task_exception(err)
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def as_completed(
+    refs: dict[ray.ObjectRef, Hashable], progress: bool = True, desc: str = "tasks"
+) -> Iterator[tuple[Hashable, Any, BaseException | None]]:
+    """Yield ``(key, result, None)`` or ``(key, None, exception)`` for each ref as it finishes.
+
+    Args:
+        refs: object ref -> the caller's key for it (a video, a member).
+        progress: show a tqdm bar over completions.
+        desc: the bar's label.
+    """
+    pending = list(refs)
+    with tqdm(total=len(pending), desc=desc, disable=not progress, unit=desc) as bar:
+        while pending:
+            ready, pending = ray.wait(pending, num_returns=1)
+            for ref in ready:
+                try:
+                    yield refs[ref], ray.get(ref), None
+                except Exception as err:  # noqa: BLE001 - one bad item must not stop the rest
+                    yield refs[ref], None, task_exception(err)
+                bar.update(1)
+
+
+def limit_torch_threads() -> None:
+    """Inside a Ray task, give torch as many threads as the task has whole CPUs (at least one).
+
+    Ray sets ``OMP_NUM_THREADS`` the same way, but only before torch is first imported in a
+    worker process; a reused worker keeps its old thread count unless told. Outside a task
+    (the functions also run in plain processes) nothing changes.
+    """
+    if not ray.is_initialized():
+        return
+    try:
+        assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    except AssertionError:  # the driver, not a worker
+        return
+    import torch
+
+    torch.set_num_threads(max(1, math.floor(assigned)))
+
+
+def node_id() -> str:
+    """The Ray node this runs on (recorded in outputs so users see where work went)."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else "local"
+
+
+def gpus_or_default(requested: float | None, share: float) -> float:
+    """``requested`` GPUs per task, or by default ``share`` of a GPU when the cluster has any.
+
+    Called after connecting: the default follows the cluster, so the same command uses GPUs on
+    a GPU cluster and runs on CPUs on a laptop.
+    """
+    if requested is not None:
+        return requested
+    return share if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+
+
+def task_options(cpus: float, gpus: float, max_retries: int, **extra: Any) -> dict[str, Any]:
+    """``.options(...)`` for a task: resources, and retries on worker or node death only.
+
+    Exceptions raised by lpray code are not retried (``retry_exceptions=False``): a corrupt video
+    or a bad config fails the same way every time; a dead worker or a lost node is retried.
+    """
+    if cpus < 0 or gpus < 0:
+        raise ValueError(f"resources must be >= 0, got cpus={cpus}, gpus={gpus}")
+    return {
+        "num_cpus": cpus,
+        "num_gpus": gpus,
+        "max_retries": max_retries,
+        "retry_exceptions": False,
+        **extra,
+    }

@@ -1,0 +1,179 @@
+"""Training a seed ensemble as Ray work: ``lpray ensemble CONFIG --seeds K``.
+
+Each member is one Ray task that calls :func:`lpray.train.fit.train` (one process, CPU or one
+GPU) or, with ``workers > 1``, a small driver task that runs a Ray Train job for the member.
+Members are independent, so Ray packs as many side by side as the resources per member allow.
+
+Layout::
+
+    OUT/ensemble.json      manifest: members, seeds, status, metrics, config
+    OUT/member-<k>/        one model directory per member (see lpray.train.fit)
+
+Nothing is lost: a member whose ``summary.json`` exists (for the same config) is skipped on a
+rerun; an unfinished one resumes from its ``last.ckpt``; a failed member is recorded with its
+error while the others finish; a worker that dies is retried by Ray.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from lpray.config import Config, config_from_dict
+from lpray.ensemble.manifest import is_finished, member_metrics, member_record, write_manifest
+from lpray.ensemble.members import MemberSpec, absolute_paths, member_config, plan_members
+from lpray.ensemble.raywork import (
+    as_completed,
+    describe_error,
+    gpus_or_default,
+    limit_torch_threads,
+    node_id,
+    task_options,
+)
+
+
+@dataclass(frozen=True)
+class MemberResources:
+    """Resources of one member.
+
+    Attributes:
+        cpus: CPUs of the member's task (per Ray Train worker when ``workers > 1``).
+        gpus: GPUs likewise; fractions pack several small members onto one GPU. None: one GPU
+            per member (per worker) when the cluster has GPUs, else none.
+        workers: Ray Train workers per member; 1 trains in the task itself.
+    """
+
+    cpus: float = 1.0
+    gpus: float | None = None
+    workers: int = 1
+
+
+@dataclass
+class EnsembleResult:
+    """What a call to :func:`train_ensemble` did."""
+
+    out_dir: Path
+    manifest: Path
+    records: list[dict[str, Any]]
+    launched: int  # member tasks started by this call (0 when everything was already done)
+    seconds: float = 0.0
+    failed: list[str] = field(default_factory=list)
+
+    @property
+    def member_dirs(self) -> list[Path]:
+        return [self.out_dir / r["model_dir"] for r in self.records if r["status"] == "done"]
+
+
+def _train_member(config_values: dict[str, Any]) -> dict[str, Any]:
+    """Ray task body: train one member in this worker process."""
+    from lpray.train.fit import train
+
+    limit_torch_threads()
+    started = time.perf_counter()
+    train(config_from_dict(config_values))
+    return {"seconds": time.perf_counter() - started, "node_id": node_id()}
+
+
+def _train_member_distributed(
+    config_values: dict[str, Any], resources: MemberResources
+) -> dict[str, Any]:
+    """Ray task body: drive a Ray Train run of ``resources.workers`` workers for one member."""
+    from lpray.train.distributed import train_distributed
+
+    started = time.perf_counter()
+    train_distributed(
+        config_from_dict(config_values),
+        num_workers=resources.workers,
+        gpus_per_worker=resources.gpus,
+        cpus_per_worker=resources.cpus,
+    )
+    return {"seconds": time.perf_counter() - started, "node_id": node_id()}
+
+
+def _launch(cfg: Config, resources: MemberResources, max_retries: int) -> ray.ObjectRef:
+    if resources.workers > 1:
+        # The member's task only drives Ray Train: a sliver of CPU, the workers hold the rest.
+        task = ray.remote(_train_member_distributed).options(**task_options(0.01, 0.0, max_retries))
+        return task.remote(cfg.to_dict(), resources)
+    task = ray.remote(_train_member).options(
+        **task_options(resources.cpus, resources.gpus, max_retries)
+    )
+    return task.remote(cfg.to_dict())
+
+
+def _prepare_shared_data(cfg: Config) -> None:
+    """Build the synthetic project once here rather than in K racing workers."""
+    if cfg.data.root == "synthetic":
+        from lpray.train.data import resolve_root
+
+        resolve_root(cfg)
+
+
+def train_ensemble(
+    cfg: Config,
+    n_members: int,
+    out_dir: str | Path,
+    resources: MemberResources | None = None,
+    vary_labels: bool = False,
+    max_retries: int = 2,
+    progress: bool = True,
+) -> EnsembleResult:
+    """Train (or finish training) a K-member seed ensemble of ``cfg`` on Ray.
+
+    Args:
+        cfg: the base config; member k uses ``training.seed + k`` (see
+            :func:`lpray.ensemble.members.plan_members`).
+        n_members: K.
+        out_dir: the ensemble folder: local; on several nodes, a shared filesystem (NFS).
+        resources: per member; default one CPU.
+        vary_labels: also vary ``data.split_seed`` per member.
+        max_retries: Ray retries of a member whose worker or node died.
+        progress: show a progress bar over finished members.
+
+    Returns:
+        An :class:`EnsembleResult`; failed members are listed in it and in the manifest rather
+        than raised, so the caller decides whether K-1 members are good enough.
+    """
+    from lpray.train.distributed import ensure_ray
+
+    resources = resources or MemberResources()
+    started = time.perf_counter()
+    root = Path(out_dir).expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    base = absolute_paths(cfg)
+    members = plan_members(base, n_members, root, vary_labels)
+    configs = {m.index: member_config(base, m) for m in members}
+    records: list[dict[str, Any]] = []
+    todo: list[MemberSpec] = []
+    for member in members:
+        if is_finished(member, configs[member.index]):
+            records.append(
+                member_record(
+                    member, "done", metrics=member_metrics(member.model_dir), resumed=True
+                )
+            )
+        else:
+            records.append(member_record(member, "pending"))
+            todo.append(member)
+    manifest = write_manifest(root, base, records, vary_labels)
+    failed: list[str] = []
+    if todo:
+        ensure_ray()
+        resources = replace(resources, gpus=gpus_or_default(resources.gpus, 1.0))
+        _prepare_shared_data(base)
+        refs = {_launch(configs[m.index], resources, max_retries): m for m in todo}
+        for member, result, error in as_completed(refs, progress, desc="members"):
+            if error is None:
+                record = member_record(
+                    member, "done", metrics=member_metrics(member.model_dir), **result
+                )
+            else:
+                record = member_record(member, "failed", error=describe_error(error))
+                failed.append(member.name)
+            records[member.index] = record
+            write_manifest(root, base, records, vary_labels)
+    return EnsembleResult(root, manifest, records, len(todo), time.perf_counter() - started, failed)

@@ -1,0 +1,308 @@
+"""Ray Train on CPU (gloo), for real: shards, storage through fsspec, continuing, recovery, DDP maths.
+
+Every run here is a real multi-process Ray Train run on the session's local cluster, on the tiny
+synthetic project. Test-only behaviour (recording batches, killing a worker, freezing BatchNorm)
+enters through ``train_distributed(callbacks=...)``: plain Lightning callbacks pickled to the
+workers, so the library carries no test switches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import pytorch_lightning as pl
+from conftest import tiny_config
+
+from lpray.config import config_from_dict
+from lpray.data.labeled import read_labeled_frames
+from lpray.train.data import prepare_data
+from lpray.train.distributed import storage_and_filesystem, train_distributed
+
+pytestmark = pytest.mark.slow
+
+SEMI = {"temporal": {"weight": 1e-3, "epsilon": 2.0}, "anneal_rate": 1.0}
+HALF_CPU = 0.5  # two workers share the 2-CPU test cluster
+
+
+@pytest.fixture(scope="module", autouse=True)
+def callbacks_travel_by_value(ray_cluster: Any) -> None:
+    """Workers cannot import this test module: pickle its callbacks by value."""
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+class BatchRecorder(pl.Callback):
+    """One JSON line per training batch (per rank file): which data this process trained on."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = str(folder)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, idx: int
+    ) -> None:
+        labeled = batch["labeled"] if "labeled" in batch else batch
+        row = {
+            "pid": os.getpid(),
+            "rank": trainer.global_rank,
+            "epoch": trainer.current_epoch,
+            "labeled": labeled["index"].tolist(),
+        }
+        if batch.get("unlabeled") is not None:
+            frames = batch["unlabeled"]["frame_index"]
+            videos = batch["unlabeled"]["video_index"][:, None].expand_as(frames)
+            row["video_frames"] = np.stack([videos.cpu(), frames.cpu()], -1).reshape(-1, 2).tolist()
+        os.makedirs(self.folder, exist_ok=True)
+        with open(os.path.join(self.folder, f"rank{trainer.global_rank}.jsonl"), "a") as handle:
+            handle.write(json.dumps(row) + "\n")
+
+
+class KillOnce(pl.Callback):
+    """SIGKILLs the worker process of ``rank`` at (``epoch``, ``batch``), on the first attempt only.
+
+    The marker file is created before the kill, so the restarted attempt does not kill again.
+    """
+
+    def __init__(self, rank: int, epoch: int, batch: int, marker: Path) -> None:
+        self.rank, self.epoch, self.batch, self.marker = rank, epoch, batch, str(marker)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, idx: int
+    ) -> None:
+        hit = (trainer.global_rank, trainer.current_epoch, idx) == (
+            self.rank,
+            self.epoch,
+            self.batch,
+        )
+        if hit and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FreezeBatchNorm(pl.Callback):
+    """BatchNorm in eval mode: per-rank batch statistics would make N x B differ from 1 x N*B."""
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, idx: int
+    ) -> None:
+        import torch
+
+        for layer in module.modules():
+            if isinstance(layer, torch.nn.modules.batchnorm._BatchNorm):
+                layer.eval()
+
+
+def read_records(folder: Path) -> pd.DataFrame:
+    rows = [json.loads(line) for p in sorted(folder.glob("rank*.jsonl")) for line in p.open()]
+    return pd.DataFrame(rows)
+
+
+def check_model_dir(model_dir: Path, epochs: int) -> pd.DataFrame:
+    """The model directory is complete; metrics.csv has epochs 0..epochs-1 exactly once each."""
+    for name in (
+        "config.yaml",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "metrics.csv",
+        "logs/metrics.csv",
+        "summary.json",
+        "labeled_predictions.csv",
+    ):
+        assert (model_dir / name).is_file(), name
+    metrics = pd.read_csv(model_dir / "metrics.csv")
+    assert list(metrics["epoch"]) == list(range(epochs))
+    assert np.isfinite(metrics["val_pixel_error"]).all()
+    assert (metrics["labeled_frames_per_second"] > 0).all()
+    steps = pd.read_csv(model_dir / "logs" / "metrics.csv")
+    assert steps["step"].is_unique and steps["step"].is_monotonic_increasing
+    assert steps["step"].iloc[-1] == metrics["step"].iloc[-1]
+    return metrics
+
+
+def test_storage_and_filesystem_routes_urls(tmp_path: Path) -> None:
+    from pyarrow.fs import PyFileSystem
+
+    assert storage_and_filesystem(str(tmp_path)) == (str(tmp_path.resolve()), None)
+    assert storage_and_filesystem(f"file://{tmp_path}") == (str(tmp_path.resolve()), None)
+    assert storage_and_filesystem("s3://bucket/runs") == ("s3://bucket/runs", None)
+    assert storage_and_filesystem("gs://bucket/runs") == ("gs://bucket/runs", None)
+    path, fs = storage_and_filesystem(f"local://{tmp_path}/runs")
+    assert path == f"{tmp_path}/runs" and isinstance(fs, PyFileSystem)
+    assert fs.handler.fs.protocol == ("file", "local")
+
+
+@pytest.fixture(scope="module")
+def fsspec_run(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """2 workers, semi-supervised, 2 epochs, storage through an fsspec-only filesystem."""
+    root = tmp_path_factory.mktemp("fsspec_run")
+    values = tiny_config(
+        tiny_project,
+        root / "model",
+        losses=SEMI,
+        data={"train_frames": 20},
+        training={"max_epochs": 2},
+    )
+    storage = f"local://{root}/storage"
+    model_dir = train_distributed(
+        config_from_dict(values),
+        num_workers=2,
+        cpus_per_worker=HALF_CPU,
+        storage_path=storage,
+        callbacks=[BatchRecorder(root / "first")],
+    )
+    return {"root": root, "values": values, "storage": storage, "model_dir": model_dir}
+
+
+def test_two_workers_fsspec_storage_and_disjoint_shards(fsspec_run: dict[str, Any]) -> None:
+    root, model_dir = fsspec_run["root"], fsspec_run["model_dir"]
+    check_model_dir(model_dir, epochs=2)
+    # Storage went through the fsspec wrapper and holds every epoch's checkpoint and step log.
+    run_folder = root / "storage" / "model"
+    for epoch in (0, 1):
+        assert (run_folder / f"epoch_{epoch:05d}" / "checkpoint.ckpt").is_file()
+        assert (run_folder / f"epoch_{epoch:05d}" / "steps.csv").is_file()
+    pd.testing.assert_frame_equal(
+        pd.read_csv(run_folder / "metrics.csv"), pd.read_csv(model_dir / "metrics.csv")
+    )
+    assert json.loads((run_folder / "summary.json").read_text())["test_pixel_error"] > 0
+
+    records = read_records(root / "first")
+    bundle = prepare_data(config_from_dict(fsspec_run["values"]))
+    n_train = len(bundle.split.train)
+    assert n_train == 20
+    for epoch, group in records.groupby("epoch"):
+        seen = {rank: sum(g["labeled"], []) for rank, g in group.groupby("rank")}
+        assert sorted(seen) == [0, 1]
+        # Labeled shards: disjoint, equal halves, together the whole train split, every epoch.
+        assert not set(seen[0]) & set(seen[1]), epoch
+        assert sorted(seen[0] + seen[1]) == list(range(n_train))
+    # Video shards: with 2 videos and 2 ranks, rank k reads only video k; no frame is shared.
+    frames = {
+        rank: {tuple(f) for f in sum(g["video_frames"], [])} for rank, g in records.groupby("rank")
+    }
+    assert {v for v, _ in frames[0]} == {0} and {v for v, _ in frames[1]} == {1}
+    assert not frames[0] & frames[1]
+
+
+def test_continued_run_survives_a_killed_worker(fsspec_run: dict[str, Any]) -> None:
+    """The finished 2-epoch run is continued to 4 epochs (same name and storage); in epoch 3,
+    rank 1's process is SIGKILLed mid-epoch. Epochs 0-1 are not re-run, the workers restart from
+    epoch 2's checkpoint, and every epoch is reported exactly once."""
+    root, values = fsspec_run["root"], dict(fsspec_run["values"])
+    values["training"] = {**values["training"], "max_epochs": 4}
+    first = pd.read_csv(fsspec_run["model_dir"] / "metrics.csv")
+    marker = root / "killed"
+    model_dir = train_distributed(
+        config_from_dict(values),
+        num_workers=2,
+        cpus_per_worker=HALF_CPU,
+        storage_path=fsspec_run["storage"],
+        max_failures=1,
+        callbacks=[
+            BatchRecorder(root / "second"),
+            KillOnce(rank=1, epoch=3, batch=1, marker=marker),
+        ],
+    )
+    metrics = check_model_dir(model_dir, epochs=4)
+    pd.testing.assert_frame_equal(metrics.iloc[:2][first.columns], first)  # kept, not re-run
+
+    assert marker.is_file()  # the kill really happened
+    records = read_records(root / "second")
+    first_pids = set(records.loc[records["epoch"] == 2, "pid"])
+    killed = records[records["pid"] == int(marker.read_text())]
+    assert killed["pid"].iloc[0] in first_pids and set(killed["rank"]) == {1}
+    assert list(killed["epoch"]) == [2, 2, 3, 3]  # epoch 2 done, died at epoch 3's batch 1
+    retry = records[~records["pid"].isin(first_pids)]
+    assert sorted(set(retry["rank"])) == [0, 1]
+    assert set(retry["epoch"]) == {3}  # restarted from epoch 2's checkpoint
+    summary = json.loads((model_dir / "summary.json").read_text())
+    assert summary["train_steps"] == metrics["step"].iloc[3] - metrics["step"].iloc[1]
+
+
+def equal_batch_split(project: Path, folder: Path, n_train: int) -> Path:
+    """A split file whose train frames are fully labeled: heatmap MSE normalises by the number of
+    labeled keypoints per batch, so only then is the mean of two halves the mean of the whole."""
+    frames = read_labeled_frames(project, "CollectedData.csv", None)
+    complete = [p for p, k in zip(frames.image_paths, frames.keypoints) if np.isfinite(k).all()]
+    path = folder / "split.json"
+    path.write_text(
+        json.dumps({"train": complete[:n_train], "val": complete[n_train:], "test": []})
+    )
+    return path
+
+
+def one_worker_losses(values: dict[str, Any], steps: int) -> list[float]:
+    """The reference: plain torch, one process, batch = all train frames, BatchNorm frozen.
+
+    Same initialisation path as a worker (seed, data, module), Adam and the LR schedule from the
+    module, one optimizer step per epoch on the whole (8-frame) train split.
+    """
+
+    from lpray.train.data import labeled_loader
+    from lpray.train.fit import build_module
+
+    cfg = config_from_dict(values)
+    pl.seed_everything(cfg.training.seed, workers=True)
+    bundle = prepare_data(cfg)
+    module = build_module(cfg, bundle)
+    optimizers = module.configure_optimizers()
+    optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
+    loader = labeled_loader(cfg, bundle, bundle.split.train, True, module.model.context)
+    (batch,) = list(loader)  # the whole train split in one batch
+    module.train()
+    FreezeBatchNorm().on_train_batch_start(None, module, batch, 0)
+    losses = []
+    for _ in range(steps):
+        loss = cfg.losses.supervised_weight * module.supervised_loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+def test_two_workers_follow_one_worker_with_double_batch(
+    tiny_project: Path, tmp_path: Path
+) -> None:
+    """2 Ray Train workers x B=4 take the same optimizer steps as 1 process x 2B=8.
+
+    The 8 train frames make one step per epoch, so each step of the 1-process reference sees
+    exactly the union of the two ranks' batches. Augmentation is a function of (seed, epoch, frame
+    index), not of the rank; BatchNorm runs in eval mode (``FreezeBatchNorm``: per-rank batch
+    statistics of 4 frames differ from those of 8); DDP averages the ranks' gradients, which is the
+    gradient of the mean loss over the 8 frames when both halves have the same number of labeled
+    keypoints (all frames fully labeled).
+    """
+    split = equal_batch_split(tiny_project, tmp_path, n_train=8)
+    values = tiny_config(
+        tiny_project,
+        tmp_path / "model",
+        data={"split_file": str(split)},
+        training={"max_epochs": 4, "batch_size": 4, "val_every_n_epochs": 4},
+    )
+    model_dir = train_distributed(
+        config_from_dict(values),
+        num_workers=2,
+        cpus_per_worker=HALF_CPU,
+        storage_path=str(tmp_path / "storage"),
+        callbacks=[FreezeBatchNorm()],
+    )
+    steps = pd.read_csv(model_dir / "logs" / "metrics.csv")
+    assert list(steps["step"]) == [1, 2, 3, 4]
+    two_workers = steps["train_loss"].to_numpy()
+    values["training"]["batch_size"] = 8
+    reference = np.array(one_worker_losses(values, steps=4))
+    # Every step moves the loss by far more than the tolerance, so agreement is informative.
+    assert (np.abs(np.diff(reference)) > 1e-2 * reference[1:]).all()
+    np.testing.assert_allclose(two_workers, reference, rtol=1e-4)

@@ -1,0 +1,181 @@
+"""Corpus tracking across two real Ray nodes on this machine.
+
+The cluster is started with ``ray start`` (a head and a second node, each with its own ports and
+temp dir, so no other Ray on the machine is touched or found), the tracking runs in a separate
+process connected to it through ``RAY_ADDRESS``, and only the processes started here are stopped,
+by process group and then by PID. The in-process session cluster of other tests is not used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from conftest import tiny_config
+
+from lpray.config import config_from_dict
+from lpray.data.synthetic import load_synthetic_project
+from lpray.train.fit import train
+
+pytestmark = pytest.mark.slow
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct ports free right now (bound together, then released)."""
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+
+
+def node_ports(ports: list[int]) -> list[str]:
+    """Every port a node opens, explicit, so nothing collides with another Ray here."""
+    names = (
+        "node-manager-port",
+        "object-manager-port",
+        "dashboard-agent-listen-port",
+        "dashboard-agent-grpc-port",
+        "metrics-export-port",
+        "runtime-env-agent-port",
+    )
+    options = [f"--{name}={port}" for name, port in zip(names, ports)]
+    return options + [f"--worker-port-list={','.join(map(str, ports[len(names) :]))}"]
+
+
+def stop(process: subprocess.Popen, temp_dir: Path) -> None:
+    """Stop a ``ray start --block`` process group, then any straggler of this cluster by PID."""
+    for sig, wait in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    for pid in pids_mentioning(str(temp_dir)):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def pids_mentioning(text: str) -> list[int]:
+    """PIDs whose command line contains ``text`` (this cluster's temp dir: only our processes)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+            if text in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    """A head (1 CPU) and a second node (1 CPU, resource ``node2``); yields the address."""
+    temp = Path(tempfile.mkdtemp(prefix="lprmn", dir="/tmp"))  # short: Ray's socket paths
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["RAY_AUTH_MODE"] = "disabled"
+    ports = free_ports(2 + 2 * 22)
+    gcs, client = ports[:2]
+    common = ["--block", "--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp}"]
+    common.append(f"--object-store-memory={100 * 1024**2}")
+    head_args = ["--head", f"--port={gcs}", f"--ray-client-server-port={client}"]
+    head_args.append("--include-dashboard=false")
+    processes = []
+    try:
+        for k, extra in enumerate(
+            (head_args, [f"--address=127.0.0.1:{gcs}", "--resources", '{"node2": 1}'])
+        ):
+            log = open(temp / f"node{k}.log", "w")
+            args = [RAY, "start", *extra, *common, *node_ports(ports[2 + 22 * k : 24 + 22 * k])]
+            processes.append(
+                subprocess.Popen(
+                    args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            )
+            deadline = time.time() + 90
+            while "Ray runtime started" not in (temp / f"node{k}.log").read_text():
+                assert processes[-1].poll() is None, (temp / f"node{k}.log").read_text()
+                assert time.time() < deadline, "ray start did not come up in 90 s"
+                time.sleep(0.5)
+        yield f"127.0.0.1:{gcs}", env, temp
+    finally:
+        for process in reversed(processes):
+            stop(process, temp)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def model(tiny_project, tmp_path_factory):
+    """One 1-epoch model, trained in this process (no Ray): an ensemble of one."""
+    out = tmp_path_factory.mktemp("mn") / "model"
+    return train(config_from_dict(tiny_config(tiny_project, out, training={"max_epochs": 1})))
+
+
+DRIVER = textwrap.dedent(
+    """
+    import json, sys, time
+    import ray
+    ray.init(log_to_driver=False)  # RAY_ADDRESS: the two-node cluster
+    deadline = time.time() + 60
+    while sum(n["Alive"] for n in ray.nodes()) < 2:
+        assert time.time() < deadline, "second node never joined"
+        time.sleep(0.5)
+    from lpray import cli
+    code = cli.main(sys.argv[2:])
+    nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
+    json.dump({"code": code, "nodes": nodes}, open(sys.argv[1], "w"))
+    """
+)
+
+
+def test_corpus_runs_on_both_nodes(two_nodes, model, tiny_project, tmp_path):
+    address, env, _ = two_nodes
+    project = load_synthetic_project(tiny_project)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    sources = [*project.train_videos, *project.test_videos]
+    for k in range(4):
+        shutil.copy(sources[k % len(sources)], corpus / f"clip{k}.mp4")
+    out, report = tmp_path / "tracks", tmp_path / "report.json"
+    args = [str(model), str(corpus / "*.mp4"), "--out", str(out)]
+    args += ["--cpus-per-task", "0.5", "--overlay", "none", "--no-progress"]
+    started = time.perf_counter()
+    completed = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(report), "track", *args],
+        env={**env, "RAY_ADDRESS": address},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    seconds = time.perf_counter() - started
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    result = json.loads(report.read_text())
+    assert result["code"] == 0 and len(result["nodes"]) == 2
+    used = set()
+    for k in range(4):
+        done = json.loads((out / f"clip{k}" / "done.json").read_text())
+        assert done["status"] == "done" and done["frames"] == 40
+        used |= set(done["predict_nodes"]) | {done["smooth_node"]}
+    assert used == set(result["nodes"])  # both nodes ran tasks
+    print(f"\ntwo-node corpus run: {seconds:.1f} s (subprocess, including connect)")
+    print(completed.stdout[-500:])

@@ -1,0 +1,251 @@
+"""Corpus tracking on Ray: outputs per video, a corrupt video fails alone, reruns do no work,
+a killed worker is retried, and the Ray path gives what the plain single-process path gives."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import tiny_config
+
+from lpray import cli
+from lpray.config import config_from_dict
+from lpray.data.synthetic import load_synthetic_project
+from lpray.ensemble.run import MemberResources, train_ensemble
+from lpray.io.tables import read_pose_csv, read_pose_parquet, table_to_arrays
+from lpray.smooth.api import smooth_ensemble
+from lpray.track.corpus import TaskResources, track_corpus
+from lpray.track.predict import load_trained, predict_video_arrays
+from lpray.track.tasks import TrackSettings
+
+pytestmark = pytest.mark.slow
+HALF_CPU = TaskResources(cpus=0.5)
+
+
+@pytest.fixture(scope="module")
+def ensemble(tiny_project, tmp_path_factory, ray_cluster):
+    """Two 1-epoch members: poor models, but two different ones (that is all tracking needs)."""
+    out = tmp_path_factory.mktemp("ensemble")
+    cfg = config_from_dict(tiny_config(tiny_project, out / "unused", training={"max_epochs": 1}))
+    result = train_ensemble(cfg, 2, out, MemberResources(cpus=0.5), progress=False)
+    assert not result.failed, result.records
+    return out
+
+
+@pytest.fixture(scope="module")
+def corpus(tiny_project, tmp_path_factory):
+    """The tiny project's three videos, plus one corrupt file in the same folder."""
+    project = load_synthetic_project(tiny_project)
+    folder = tmp_path_factory.mktemp("corpus")
+    for video in [*project.train_videos, *project.test_videos]:
+        shutil.copy(video, folder / video.name)
+    good = project.test_videos[0].read_bytes()
+    (folder / "broken.mp4").write_bytes(good[:600] + os.urandom(3000))
+    return folder
+
+
+def test_corpus_good_videos_finish_bad_one_fails_and_rerun_does_nothing(ensemble, corpus, tmp_path):
+    out = tmp_path / "tracks"
+    started = time.perf_counter()
+    result = track_corpus(
+        ensemble, [str(corpus / "*.mp4")], out, TrackSettings(), HALF_CPU, progress=False
+    )
+    first_seconds = time.perf_counter() - started
+    good = sorted(p.stem for p in corpus.glob("*.mp4") if p.stem != "broken")
+    assert sorted(result.done) == good
+    assert result.failed == ["broken"]
+    assert result.launched_tasks == 4 * 3  # 4 videos x (2 members + 1 EKS)
+
+    summary = pd.read_csv(out / "summary.csv")
+    assert len(summary) == 4
+    assert pd.read_parquet(out / "summary.parquet").shape == summary.shape
+    bad = summary.set_index("video").loc["broken"]
+    assert bad["status"] == "failed"
+    assert "VideoError" in bad["error"] and "broken.mp4" in bad["error"]
+    assert not (out / "broken" / "done.json").exists()
+    assert json.loads((out / "broken" / "failed.json").read_text())["status"] == "failed"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["n_done"], manifest["n_failed"]) == (3, 1)
+
+    for stem in good:
+        folder = out / stem
+        done = json.loads((folder / "done.json").read_text())
+        assert done["frames"] == 40 and done["members"] == ["member-0", "member-1"]
+        assert np.isfinite(done["mean_posterior_var"]) and 0 < done["mean_confidence"] <= 1
+        for name in (
+            f"{stem}.rng=0.csv",
+            f"{stem}.rng=1.parquet",
+            f"{stem}.eks.csv",
+            f"{stem}.eks.parquet",
+            f"{stem}.labeled.png",
+        ):
+            assert (folder / name).is_file(), name
+        row = summary.set_index("video").loc[stem]
+        assert row["status"] == "done" and row["frames"] == 40
+        # done.json was written last: every other output is at least as old.
+        newest = max(p.stat().st_mtime_ns for p in folder.iterdir() if p.name != "done.json")
+        assert (folder / "done.json").stat().st_mtime_ns >= newest
+
+    # Rerun: nothing to do, no task launched; the corrupt file (unchanged) is not retried.
+    mtimes = {p: p.stat().st_mtime_ns for p in out.rglob("done.json")}
+    started = time.perf_counter()
+    again = track_corpus(
+        ensemble, [str(corpus / "*.mp4")], out, TrackSettings(), HALF_CPU, progress=False
+    )
+    rerun_seconds = time.perf_counter() - started
+    assert again.launched_tasks == 0 and again.skipped == 4
+    assert sorted(again.done) == good and again.failed == ["broken"]
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("done.json")} == mtimes
+    assert rerun_seconds < min(2.0, first_seconds / 3), (rerun_seconds, first_seconds)
+    print(f"\ncorpus: first run {first_seconds:.1f} s, rerun {rerun_seconds:.2f} s")
+
+
+def test_ray_outputs_match_single_process_prediction_and_eks(ensemble, corpus, tmp_path):
+    """The task chain must write exactly what predicting and smoothing by hand gives."""
+    video = sorted(p for p in corpus.glob("*.mp4") if p.stem != "broken")[0]
+    out = tmp_path / "one"
+    track_corpus(ensemble, [str(video)], out, TrackSettings(overlay="video"), HALF_CPU, False)
+    folder = out / video.stem
+    tables = []
+    for k in (0, 1):
+        xy, confidence = predict_video_arrays(
+            load_trained(ensemble / f"member-{k}", "cpu"), str(video)
+        )
+        written = read_pose_csv(folder / f"{video.stem}.rng={k}.csv")
+        got_xy, got_confidence = table_to_arrays(written)
+        np.testing.assert_allclose(got_xy, xy, atol=1e-3)
+        np.testing.assert_allclose(got_confidence, confidence, atol=1e-5)
+        tables.append(written)
+    expected, _ = smooth_ensemble(tables)
+    smoothed = read_pose_parquet(folder / f"{video.stem}.eks.parquet")
+    np.testing.assert_allclose(
+        smoothed.to_numpy(float), expected.to_numpy(float), rtol=1e-6, atol=1e-6
+    )
+    import av
+
+    with av.open(str(folder / f"{video.stem}.labeled.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 40
+
+
+def kill_once(marker: str, video: str) -> None:
+    """Fault injection: the first prediction task to get here kills its own worker process."""
+    if not os.path.exists(marker):
+        Path(marker).touch()
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_killed_worker_is_retried(ensemble, corpus, tmp_path, ray_cluster):
+    from ray import cloudpickle
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
+    try:
+        marker = tmp_path / "killed"
+        video = sorted(corpus.glob("*.mp4"))[-1]
+        result = track_corpus(
+            ensemble,
+            [str(video)],
+            tmp_path / "out",
+            TrackSettings(overlay="none"),
+            HALF_CPU,
+            progress=False,
+            before_predict=functools.partial(kill_once, str(marker)),
+        )
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    assert marker.exists()  # a worker really died
+    assert result.done == [video.stem] and not result.failed
+
+
+def test_cli_track_exit_code_and_remote_style_urls(ensemble, corpus, tmp_path, capsys):
+    """``file://`` globs go through fsspec; a corpus with a bad video exits 1 and says why."""
+    code = cli.main(
+        [
+            "track",
+            str(ensemble),
+            f"file://{corpus}/broken.mp4",
+            "--out",
+            f"file://{tmp_path}/cli",
+            "--cpus-per-task",
+            "0.5",
+            "--overlay",
+            "none",
+            "--no-progress",
+        ]
+    )
+    printed = capsys.readouterr().out
+    assert code == 1
+    assert "0/1 videos done" in printed and "broken.mp4" in printed
+
+
+def test_remote_video_is_downloaded_in_the_task_and_outputs_go_to_remote_storage(
+    ensemble, corpus, ray_cluster
+):
+    """An object-store corpus (fsspec ``memory://`` here) in and out, through the task body."""
+    import fsspec
+
+    from lpray.ensemble.manifest import trained_members
+    from lpray.io.storage import expand
+    from lpray.track.manifest import plan_jobs
+    from lpray.track.tasks import local_video, predict_member
+
+    memory = fsspec.filesystem("memory")
+    video = sorted(p for p in corpus.glob("*.mp4") if p.stem != "broken")[0]
+    memory.pipe("/lpray-corpus/clip.mp4", video.read_bytes())
+    try:
+        [url] = expand(["memory://lpray-corpus/*.mp4"])
+        with local_video(url) as copy:
+            assert Path(copy).read_bytes() == video.read_bytes()
+        assert not Path(copy).exists()  # the download is removed afterwards
+        [job] = plan_jobs([url], "memory://lpray-out")
+        member = trained_members(ensemble)[1]
+        result = predict_member(job, member, TrackSettings())
+        table = read_pose_csv(f"memory://lpray-out/clip/clip.rng={member.index}.csv")
+        np.testing.assert_allclose(table_to_arrays(table)[0], result["xy"], atol=1e-3)
+        assert memory.exists(f"/lpray-out/clip/clip.rng={member.index}.parquet")
+    finally:
+        for folder in ("/lpray-corpus", "/lpray-out"):
+            if memory.exists(folder):
+                memory.rm(folder, recursive=True)
+
+
+def test_view_groups_select_the_multiview_smoother(tmp_path, ray_cluster):
+    """A mirror-style model (view groups) is smoothed by the multi-view EKS."""
+    from lpray.smooth.api import smooth_ensemble_multiview
+    from lpray.track.manifest import VideoJob
+    from lpray.track.tasks import smooth_video
+
+    rng = np.random.default_rng(0)
+    names = ["nose_top", "nose_bot", "tail_top", "tail_bot", "marker"]
+    groups = [["nose_top", "nose_bot"], ["tail_top", "tail_bot"]]
+    truth = np.cumsum(rng.normal(0, 1, (60, 5, 2)), axis=0) + 30
+    results = [
+        {
+            "member": f"member-{k}",
+            "index": k,
+            "xy": truth + rng.normal(0, 1.5, truth.shape),
+            "confidence": rng.uniform(0.5, 1, (60, 5)),
+            "keypoints": names,
+            "seconds": 0.1,
+            "node_id": "n",
+        }
+        for k in range(3)
+    ]
+    settings = TrackSettings(overlay="none", view_groups=groups, members=["a", "b", "c"])
+    job = VideoJob("clip", "clip.mp4", str(tmp_path))
+    record = smooth_video(job, settings, *results)
+    assert record["multiview"] and json.loads((tmp_path / "clip" / "done.json").read_text())
+    from lpray.io.tables import arrays_to_table
+
+    tables = [arrays_to_table(r["xy"], names, r["confidence"]) for r in results]
+    expected, _ = smooth_ensemble_multiview(tables, groups)
+    written = read_pose_csv(tmp_path / "clip" / "clip.eks.csv")
+    np.testing.assert_allclose(written.to_numpy(float), expected.to_numpy(float), atol=1e-6)
