@@ -1,0 +1,204 @@
+"""``lpray pipeline``: sweep -> ensemble -> track + EKS -> report, resumable stage by stage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from conftest import tiny_config
+
+from lpray import cli
+from lpray.pipeline import STAGES, PipelineError, load_pipeline
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_pipeline(tmp_path: Path, project: Path, **changes: object) -> Path:
+    """A tiny pipeline: 2 trials x 1 epoch, 2 seeds x 1 epoch, the project's 1 test video."""
+    config = tiny_config(project, tmp_path / "model", training={"max_epochs": 1})
+    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
+    values = {
+        "config": "tiny.yaml",
+        "overrides": ["losses.temporal.weight=0.01"],
+        "sweep": {
+            "sweep": {
+                "name": "tiny",
+                "num_samples": 2,
+                "search": "random",
+                "scheduler": "fifo",
+                "max_concurrent_trials": 2,
+                "resources": {"workers": 1, "cpus_per_worker": 1, "trial_cpus": 0.01},
+            },
+            "parameters": {"losses.temporal.weight": {"loguniform": [1.0e-4, 1.0e-1]}},
+        },
+        "ensemble": {"seeds": 2, "cpus_per_member": 1},
+        "track": {"videos": None, "cpus_per_task": 1, "chunk_size": 16},
+        "storage": {"path": str(tmp_path / "run")},
+        **changes,
+    }
+    path = tmp_path / "pipeline.yaml"
+    path.write_text(yaml.safe_dump(values, sort_keys=False))
+    return path
+
+
+def check_run(run: Path) -> None:
+    """Every stage's marker, the ensemble of the sweep's best config, the corpus, the report."""
+    markers = {s: json.loads((run / "stages" / f"{s}.json").read_text()) for s in STAGES}
+    best = markers["sweep"]["best"]
+    trials = pd.read_csv(Path(markers["sweep"]["experiment_dir"]) / "report" / "trials.csv")
+    assert len(trials) == 2
+    assert best["best_val_pixel_error"] == pytest.approx(trials["best_val_pixel_error"].min())
+    # The ensemble trains the best trial's temporal weight (not the base config's 0.01).
+    params = json.loads(best["params"])
+    ensemble = json.loads((run / "ensemble" / "ensemble.json").read_text())
+    assert ensemble["n_done"] == 2 and len(markers["ensemble"]["members_done"]) == 2
+    weight = ensemble["config"]["losses"]["temporal"]["weight"]
+    assert weight == pytest.approx(params["losses.temporal.weight"])
+    summary = pd.read_csv(run / "track" / "summary.csv")
+    assert list(summary["status"]) == ["done"]
+    video = summary["video"][0]
+    assert (run / "track" / video / f"{video}.eks.csv").is_file()
+    strips = list((run / "track").glob("*/*.labeled.png"))
+    assert strips
+    page = (run / "report.html").read_text()
+    for section in ('id="sweep"', 'id="ensemble"', 'id="tracking"', 'id="samples"'):
+        assert section in page
+    assert "No sweep ran" not in page
+    assert page.count("data:image/png;base64,") >= 1 + len(strips)  # sweep plots + strips
+    assert str(best["trial_id"]) in page and video in page
+
+
+def test_pipeline_runs_every_stage_then_skips_them(
+    ray_cluster, tiny_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = write_pipeline(tmp_path, tiny_project)
+    assert cli.main(["pipeline", str(path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    run = tmp_path / "run"
+    check_run(run)
+    assert f"report: {run / 'report.html'}" in out
+    assert "best trial" in out and "1 videos tracked" in out
+
+    markers = {s: (run / "stages" / f"{s}.json").read_bytes() for s in STAGES}
+    report = (run / "report.html").stat().st_mtime_ns
+    started = time.perf_counter()
+    assert cli.main(["pipeline", str(path), "--no-progress"]) == 0
+    seconds = time.perf_counter() - started
+    out = capsys.readouterr().out
+    assert out.count("skipped (done before)") == len(STAGES)
+    assert {s: (run / "stages" / f"{s}.json").read_bytes() for s in STAGES} == markers
+    assert (run / "report.html").stat().st_mtime_ns == report
+    assert seconds < 10
+
+
+def test_bad_pipeline_keys_give_clear_errors(
+    tiny_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    path = write_pipeline(tmp_path, tiny_project, tracking={"videos": []})
+    with pytest.raises(PipelineError, match=r"unknown pipeline key tracking \(valid keys: config"):
+        load_pipeline(path)
+    path = write_pipeline(tmp_path, tiny_project)
+    with pytest.raises(PipelineError, match=r"unknown config key ensemble\.sedes"):
+        load_pipeline(path, ["ensemble.sedes=2"])
+    with pytest.raises(PipelineError, match=r"ensemble\.seeds: must be >= 1"):
+        load_pipeline(path, ["ensemble.seeds=0"])
+    with pytest.raises(PipelineError, match=r"ensemble\.seeds: expected an integer"):
+        load_pipeline(path, ["ensemble.seeds=two"])
+    with pytest.raises(ValueError, match=r"sweep.*losses\.temporal\.wieght"):
+        load_pipeline(
+            write_pipeline(
+                tmp_path,
+                tiny_project,
+                sweep={"parameters": {"losses.temporal.wieght": {"uniform": [0, 1]}}},
+            )
+        )
+    # Through the command line: one clear line, exit code 2, nothing run.
+    assert cli.main(["pipeline", str(path), "storage.pth=x"]) == 2
+    err = capsys.readouterr().err
+    assert "lpray pipeline: error:" in err and "storage.pth" in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_job_submit_runs_the_pipeline_on_two_nodes(tiny_project: Path, tmp_path: Path) -> None:
+    """Two ``ray start`` nodes here; ``ray job submit`` runs experiments/submit_pipeline.py."""
+    from ray.job_submission import JobStatus, JobSubmissionClient
+    from test_job_submit import EXCLUDES, ray_env, wait_for
+    from test_multinode import free_ports, node_ports, stop
+
+    path = write_pipeline(tmp_path, tiny_project)
+    temp = Path(tempfile.mkdtemp(prefix="lprpl", dir="/tmp"))  # short: Ray's socket paths
+    env = ray_env()
+    ports = free_ports(4 + 2 * 46)
+    gcs, client, dashboard = ports[:3]
+    common = ["--block", "--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp}"]
+    common.append(f"--object-store-memory={150 * 1024**2}")
+    head = [
+        "--head",
+        f"--port={gcs}",
+        f"--ray-client-server-port={client}",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dashboard}",
+    ]
+    processes = []
+    try:
+        for k, extra in enumerate((head, [f"--address=127.0.0.1:{gcs}"])):
+            log = open(temp / f"node{k}.log", "w")  # noqa: SIM115 - the process holds it
+            node = node_ports(ports[4 + 46 * k : 4 + 46 * (k + 1)])
+            processes.append(
+                subprocess.Popen(
+                    ["ray", "start", *extra, *common, *node],
+                    env=env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+            deadline = time.time() + 90
+            while "Ray runtime started" not in (temp / f"node{k}.log").read_text():
+                assert processes[-1].poll() is None, (temp / f"node{k}.log").read_text()
+                assert time.time() < deadline, "ray start did not come up in 90 s"
+                time.sleep(0.5)
+        address = f"http://127.0.0.1:{dashboard}"
+        wait_for(f"{address}/api/version", seconds=90)
+        submit = subprocess.run(
+            [
+                "ray",
+                "job",
+                "submit",
+                f"--address={address}",
+                f"--working-dir={REPO}",
+                f"--runtime-env-json={json.dumps({'excludes': EXCLUDES})}",
+                "--",
+                sys.executable,
+                "experiments/submit_pipeline.py",
+                str(path),
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=420,
+        )
+        output = submit.stdout + submit.stderr
+        assert submit.returncode == 0, output[-4000:]
+        jobs = JobSubmissionClient(address).list_jobs()
+        assert [job.status for job in jobs] == [JobStatus.SUCCEEDED], output[-4000:]
+    finally:
+        for process in reversed(processes):
+            stop(process, temp)
+        shutil.rmtree(temp, ignore_errors=True)
+    run = tmp_path / "run"
+    check_run(run)
+    assert f"report: {run / 'report.html'}" in output
+    assert os.path.getsize(run / "report.html") > 0
