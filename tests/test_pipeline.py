@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -126,79 +121,3 @@ def test_bad_pipeline_keys_give_clear_errors(
     err = capsys.readouterr().err
     assert "lpray pipeline: error:" in err and "storage.pth" in err
     assert not (tmp_path / "run").exists()
-
-
-@pytest.mark.slow
-def test_job_submit_runs_the_pipeline_on_two_nodes(tiny_project: Path, tmp_path: Path) -> None:
-    """Two ``ray start`` nodes here; ``ray job submit`` runs experiments/submit_pipeline.py."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-    from test_job_submit import EXCLUDES, ray_env, wait_for
-    from test_multinode import free_ports, node_ports, stop
-
-    path = write_pipeline(tmp_path, tiny_project)
-    temp = Path(tempfile.mkdtemp(prefix="lprpl", dir="/tmp"))  # short: Ray's socket paths
-    env = ray_env()
-    ports = free_ports(4 + 2 * 46)
-    gcs, client, dashboard = ports[:3]
-    common = ["--block", "--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp}"]
-    common.append(f"--object-store-memory={150 * 1024**2}")
-    head = [
-        "--head",
-        f"--port={gcs}",
-        f"--ray-client-server-port={client}",
-        "--include-dashboard=true",
-        "--dashboard-host=127.0.0.1",
-        f"--dashboard-port={dashboard}",
-    ]
-    processes = []
-    try:
-        for k, extra in enumerate((head, [f"--address=127.0.0.1:{gcs}"])):
-            log = open(temp / f"node{k}.log", "w")  # noqa: SIM115 - the process holds it
-            node = node_ports(ports[4 + 46 * k : 4 + 46 * (k + 1)])
-            processes.append(
-                subprocess.Popen(
-                    ["ray", "start", *extra, *common, *node],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
-            )
-            deadline = time.time() + 90
-            while "Ray runtime started" not in (temp / f"node{k}.log").read_text():
-                assert processes[-1].poll() is None, (temp / f"node{k}.log").read_text()
-                assert time.time() < deadline, "ray start did not come up in 90 s"
-                time.sleep(0.5)
-        address = f"http://127.0.0.1:{dashboard}"
-        wait_for(f"{address}/api/version", seconds=90)
-        submit = subprocess.run(
-            [
-                "ray",
-                "job",
-                "submit",
-                f"--address={address}",
-                f"--working-dir={REPO}",
-                f"--runtime-env-json={json.dumps({'excludes': EXCLUDES})}",
-                "--",
-                sys.executable,
-                "experiments/submit_pipeline.py",
-                str(path),
-            ],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=420,
-        )
-        output = submit.stdout + submit.stderr
-        assert submit.returncode == 0, output[-4000:]
-        jobs = JobSubmissionClient(address).list_jobs()
-        assert [job.status for job in jobs] == [JobStatus.SUCCEEDED], output[-4000:]
-    finally:
-        for process in reversed(processes):
-            stop(process, temp)
-        shutil.rmtree(temp, ignore_errors=True)
-    run = tmp_path / "run"
-    check_run(run)
-    assert f"report: {run / 'report.html'}" in output
-    assert os.path.getsize(run / "report.html") > 0

@@ -174,7 +174,7 @@ def _samples_section(s: ReportSections) -> str:
     return _section(
         "samples",
         "Samples",
-        ["<p>Labels (green) against predictions (red) on held-out frames.</p>"]
+        ["<p>Predicted keypoints on sample frames of the tracked videos.</p>"]
         + [_figures(s.sample_frames)],
     )
 
