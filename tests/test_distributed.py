@@ -258,11 +258,12 @@ def one_worker_losses(values: dict[str, Any], steps: int) -> list[float]:
     optimizers = module.configure_optimizers()
     optimizer, scheduler = optimizers["optimizer"], optimizers["lr_scheduler"]["scheduler"]
     loader = labeled_loader(cfg, bundle, bundle.split.train, True, module.model.context)
-    (batch,) = list(loader)  # the whole train split in one batch
     module.train()
-    FreezeBatchNorm().on_train_batch_start(None, module, batch, 0)
     losses = []
-    for _ in range(steps):
+    for epoch in range(steps):
+        loader.dataset.epoch = epoch  # the trainer draws new augmentation every epoch
+        (batch,) = list(loader)  # the whole train split in one batch
+        FreezeBatchNorm().on_train_batch_start(None, module, batch, 0)
         loss = cfg.losses.supervised_weight * module.supervised_loss(batch)
         optimizer.zero_grad()
         loss.backward()
