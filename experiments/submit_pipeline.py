@@ -24,6 +24,7 @@ from pathlib import Path
 # cluster does not have lpray installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import lpray  # noqa: E402
 from lpray.commands import pipeline as pipeline_command  # noqa: E402
 
 
@@ -43,6 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     from lpray.train.distributed import ensure_ray
 
     args = parse_args(argv)
+    print(f"lpray: {lpray.__file__}", flush=True)  # the job's copy (the uploaded working dir)
     ensure_ray(args.address)
     args.no_progress = True  # job logs: no progress bars
     try:

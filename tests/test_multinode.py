@@ -18,11 +18,14 @@ import sys
 import tempfile
 import textwrap
 import time
-from contextlib import ExitStack
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import tiny_config
+from test_job_submit import ray_env, wait_for
 
 from lpray.config import config_from_dict
 from lpray.data.synthetic import load_synthetic_project
@@ -88,25 +91,55 @@ def pids_mentioning(text: str) -> list[int]:
     return found
 
 
-@pytest.fixture(scope="module")
-def two_nodes():
-    """A head (1 CPU) and a second node (1 CPU, resource ``node2``); yields the address."""
+@dataclass(frozen=True)
+class Cluster:
+    """A running :func:`two_node_cluster`.
+
+    Attributes:
+        address: the head's GCS address (``RAY_ADDRESS`` for a driver).
+        env: the environment the nodes run in (no ``RAY_ADDRESS``, auth off).
+        temp: the folder holding each node's temp dir and ``ray start`` log.
+        dashboard: the head's dashboard / job server URL, when started with one.
+    """
+
+    address: str
+    env: dict[str, str]
+    temp: Path
+    dashboard: str | None = None
+
+
+@contextmanager
+def two_node_cluster(dashboard: bool = False, worker_ports: int = 16) -> Iterator[Cluster]:
+    """A head (1 CPU) and a second node (1 CPU, resource ``node2``), each with its own temp dir.
+
+    Own temp dirs, as on two machines: nodes sharing one unpack a job's ``working_dir`` into the
+    same ``runtime_resources`` folder, and each node's runtime-env agent deletes and re-extracts it
+    when it first sets the job up (``overwrite=True``), under the feet of processes of the other
+    node already importing from it.
+
+    Args:
+        dashboard: start the head's dashboard (and job server) too.
+        worker_ports: worker processes each node can run at once (one port each).
+    """
     temp = Path(tempfile.mkdtemp(prefix="lprmn", dir="/tmp"))  # short: Ray's socket paths
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["RAY_AUTH_MODE"] = "disabled"
-    ports = free_ports(2 + 2 * 22)
-    gcs, client = ports[:2]
-    common = ["--block", "--num-cpus=1", "--disable-usage-stats", f"--temp-dir={temp}"]
-    common.append(f"--object-store-memory={100 * 1024**2}")
+    env = ray_env()
+    per_node = 6 + worker_ports
+    ports = free_ports(3 + 2 * per_node)
+    gcs, client, dashboard_port = ports[:3]
     head_args = ["--head", f"--port={gcs}", f"--ray-client-server-port={client}"]
-    head_args.append("--include-dashboard=false")
+    if dashboard:
+        head_args += ["--include-dashboard=true", "--dashboard-host=127.0.0.1"]
+        head_args.append(f"--dashboard-port={dashboard_port}")
+    else:
+        head_args.append("--include-dashboard=false")
+    second_args = [f"--address=127.0.0.1:{gcs}", "--resources", '{"node2": 1}']
     processes = []
     try:
-        for k, extra in enumerate(
-            (head_args, [f"--address=127.0.0.1:{gcs}", "--resources", '{"node2": 1}'])
-        ):
-            log = open(temp / f"node{k}.log", "w")
-            args = [RAY, "start", *extra, *common, *node_ports(ports[2 + 22 * k : 24 + 22 * k])]
+        for k, extra in enumerate((head_args, second_args)):
+            log = open(temp / f"node{k}.log", "w")  # noqa: SIM115 - the process holds it
+            args = [RAY, "start", *extra, "--block", "--num-cpus=1", "--disable-usage-stats"]
+            args += [f"--temp-dir={temp / f'n{k}'}", f"--object-store-memory={100 * 1024**2}"]
+            args += node_ports(ports[3 + per_node * k : 3 + per_node * (k + 1)])
             processes.append(
                 subprocess.Popen(
                     args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -117,11 +150,20 @@ def two_nodes():
                 assert processes[-1].poll() is None, (temp / f"node{k}.log").read_text()
                 assert time.time() < deadline, "ray start did not come up in 90 s"
                 time.sleep(0.5)
-        yield f"127.0.0.1:{gcs}", env, temp
+        url = f"http://127.0.0.1:{dashboard_port}" if dashboard else None
+        if url:
+            wait_for(f"{url}/api/version", seconds=90)
+        yield Cluster(f"127.0.0.1:{gcs}", env, temp, url)
     finally:
         for process in reversed(processes):
             stop(process, temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def two_nodes() -> Iterator[Cluster]:
+    with two_node_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +191,7 @@ DRIVER = textwrap.dedent(
 
 
 def test_corpus_runs_on_both_nodes(two_nodes, model, tiny_project, tmp_path):
-    address, env, _ = two_nodes
+    address, env = two_nodes.address, two_nodes.env
     project = load_synthetic_project(tiny_project)
     corpus = tmp_path / "corpus"
     corpus.mkdir()
