@@ -31,6 +31,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -41,17 +42,18 @@ import av
 import numpy as np
 import torch
 
-from lpray.data.unlabeled import (
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import SHARED_DATA  # noqa: E402
+
+from lpray.data.unlabeled import (  # noqa: E402
     iter_prediction_chunks,
     make_unlabeled_loader,
     to_frame_matrix,
     warp_normalise,
 )
-from lpray.data.video import OpenCVReader, PyAVReader
+from lpray.data.video import OpenCVReader, PyAVReader  # noqa: E402
 
-DEFAULT_VIDEO = (
-    Path(__file__).resolve().parents[2] / "shared/data/mirror-mouse-example/videos/test_vid.mp4"
-)
+DEFAULT_VIDEO = SHARED_DATA / "mirror-mouse-example" / "videos" / "test_vid.mp4"
 RESULTS = Path(__file__).resolve().parent / "results"
 CHUNK, CONTEXT = 96, 4
 TRAIN_BATCH, TRAIN_SEQUENCE, TRAIN_BATCHES = 8, 16, 6

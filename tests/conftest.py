@@ -8,7 +8,10 @@ from typing import Any
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+# ../shared/data beside the checkout; LPRAY_SHARED_DATA points elsewhere (the GPU machine's copy).
+SHARED_DATA = Path(
+    os.environ.get("LPRAY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 MIRROR_MOUSE = SHARED_DATA / "mirror-mouse-example"
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # tests never talk to a token-protected cluster

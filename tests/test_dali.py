@@ -304,3 +304,65 @@ def test_to_frame_maps_augmented_model_pixels_back_to_frame_pixels(tmp_path, bac
     # (align_corners, or a missing +-0.5 in DALI's corner convention) raises the mean to
     # 0.26-0.36 px, so the bound is tighter than the ~1 px the contract asks for.
     assert np.mean(errors) < 0.1 and max(errors) < 0.5, (np.mean(errors), max(errors))
+
+
+@pytest.mark.parametrize("chunk, context", [(5, 0), (4, 3)])
+def test_parallel_decoders_give_the_single_decoder_chunks(vp9, monkeypatch, chunk, context):
+    """Several DALI pipelines (segments dealt round-robin, drained by threads) hand out the
+    same frames in the same order as one pipeline; small segments force many seeks."""
+    import lpray.data.unlabeled as unlabeled
+
+    monkeypatch.setattr(unlabeled, "SEGMENT_FRAMES", 2 * chunk)
+    one = list(iter_prediction_chunks(vp9, NATIVE, chunk, context, backend="dali", decoders=1))
+    three = list(iter_prediction_chunks(vp9, NATIVE, chunk, context, backend="dali", decoders=3))
+    assert len(one) == len(three) == -(-37 // chunk)
+    for a, b in zip(one, three, strict=True):
+        assert torch.equal(a["frame_index"], b["frame_index"])
+        assert indices_shown(b["frames"]) == a["frame_index"].tolist()
+        assert np.abs(grey(a["frames"]) - grey(b["frames"])).max() <= GREY_TOLERANCE
+
+
+def test_prediction_segments_cover_the_video_in_whole_chunks():
+    from lpray.data.unlabeled import SEGMENT_FRAMES, prediction_segments
+
+    assert prediction_segments(37, 5, 1) == [(0, 37)]
+    segments = prediction_segments(994, 64, 4)
+    assert segments[0] == (0, 256) and segments[-1][1] == 994  # 16 chunks -> 4 x 4 chunks
+    assert all(b[0] == a[1] for a, b in zip(segments, segments[1:]))
+    assert all((stop - start) % 64 == 0 for start, stop in segments[:-1])
+    long = prediction_segments(100_000, 64, 4)
+    assert max(stop - start for start, stop in long) <= SEGMENT_FRAMES + 63
+    with pytest.raises(ValueError, match="decoders"):
+        next(iter_prediction_chunks("missing.webm", NATIVE, 8, backend="dali", decoders=0))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="DALI's GPU decoder needs a CUDA GPU")
+@pytest.mark.parametrize("decoders", [1, 4])
+def test_dali_gpu_frames_equal_pyav_frames_on_the_real_h264_video(decoders):
+    """NVDEC through lpray's pipeline, one or several decoders, against PyAV on the real
+    mirror-mouse H.264 clip at native size: every frame, in order, within decoder rounding."""
+    from conftest import MIRROR_MOUSE, require_shared
+
+    video = str(require_shared(MIRROR_MOUSE / "videos" / "test_vid.mp4"))
+    info = probe_video(video)
+    size = (info.height, info.width)
+    with PyAVReader(video) as reader:
+        truth = reader.read(0, info.n_frames)[..., 0].astype(float)
+    seen, worst, misplaced = 0, 0.0, []
+    for chunk in iter_prediction_chunks(video, size, 128, 0, "dali", "cuda", decoders):
+        got = grey(chunk["frames"][chunk["valid"]].float().cpu())
+        index = chunk["frame_index"][chunk["valid"]].cpu().numpy()
+        assert index.tolist() == list(range(seen, seen + len(index)))
+        for frame, t in zip(got, index):
+            # Neighbouring frames of a 250 fps clip look alike, so beyond a small mean
+            # difference the frame must match its own index better than its neighbours.
+            near = range(max(0, t - 2), min(info.n_frames, t + 3))
+            diffs = {j: float(np.abs(frame - truth[j]).mean()) for j in near}
+            worst = max(worst, diffs[t])
+            if min(diffs, key=diffs.get) != t:
+                misplaced.append(int(t))
+        seen += len(index)
+    assert seen == info.n_frames
+    assert not misplaced, f"frames closer to a neighbour than to themselves: {misplaced[:10]}"
+    # NVDEC and FFmpeg convert colour slightly differently; a wrong image differs by far more
+    assert worst <= 3.0, worst

@@ -37,7 +37,7 @@ import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -45,6 +45,9 @@ import torch.nn.functional as F
 
 from lpray.data.video import PyAVReader, VideoError, VideoInfo, validate_video
 from lpray.io import storage
+
+if TYPE_CHECKING:
+    from nvidia.dali.pipeline import Pipeline
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -570,6 +573,7 @@ def iter_prediction_chunks(
     context: int = 0,
     backend: str = "auto",
     device: str = "cpu",
+    decoders: int | None = None,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """Ordered, overlapping chunks that cover a whole video, each frame decoded once.
 
@@ -586,6 +590,8 @@ def iter_prediction_chunks(
         context: frames of context on each side.
         backend: "auto", "pyav" or "dali".
         device: "cpu" or "cuda[:N]"; where tensors are delivered (and, for DALI, decoded).
+        decoders: DALI pipelines decoding the video in parallel (None: ``DEFAULT_GPU_DECODERS``
+            on a GPU, 1 on the CPU). Ignored by PyAV.
 
     Returns:
         An iterator of dicts: ``frames`` float32 (L, 3, H, W) normalised; ``frame_index`` int64
@@ -594,6 +600,8 @@ def iter_prediction_chunks(
     """
     if chunk_size < 1 or context < 0:
         raise ValueError("chunk_size must be >= 1 and context >= 0")
+    if decoders is not None and decoders < 1:
+        raise ValueError(f"decoders must be >= 1, got {decoders}")
     path = _local_video(video)
     info = validate_video(path)
     kind = choose_backend(backend, [info], device)
@@ -603,7 +611,14 @@ def iter_prediction_chunks(
     if kind == "pyav":
         blocks = _pyav_blocks(path, chunk_size, image_size, to_frame_t, device)
     else:
-        blocks = _dali_blocks(info, chunk_size, image_size, device, kind == "dali-gpu")
+        blocks = _dali_blocks(
+            info,
+            chunk_size,
+            image_size,
+            device,
+            kind == "dali-gpu",
+            decoders or (DEFAULT_GPU_DECODERS if kind == "dali-gpu" else 1),
+        )
     return _assemble_chunks(blocks, info.n_frames, chunk_size, context, to_frame_t, device)
 
 
@@ -619,43 +634,138 @@ def _pyav_blocks(
             start += len(block)
 
 
+# DALI pipelines that decode one video in parallel on a GPU: one reaches ~2,500 frames/s on
+# NVDEC, 4 about 8,000 (DESIGN.md section 8), more than a ResNet-50 consumes in bf16.
+DEFAULT_GPU_DECODERS = 4
+# Frames in one decoder's segment when prediction decodes with several DALI pipelines: long
+# enough that the seek to the segment's keyframe (GOPs are often ~250 frames) costs little, short
+# enough that the blocks a decoder holds ahead of the consumer stay small (decoders x segment).
+SEGMENT_FRAMES = 512
+
+
+def prediction_segments(n_frames: int, chunk: int, decoders: int) -> list[tuple[int, int]]:
+    """Cut ``n_frames`` into consecutive segments of whole chunks for ``decoders`` pipelines.
+
+    Segments are dealt round-robin (segment j to decoder j mod ``decoders``), so each decoder
+    reads ahead one segment while the consumer works through the others in order. Each segment
+    has at most ``SEGMENT_FRAMES`` frames (rounded up to a whole chunk), and there are at least
+    ``decoders`` of them when the video has that many chunks.
+
+    Returns:
+        ``(start, stop)`` frame ranges (stop exclusive) covering ``0 .. n_frames`` in order.
+    """
+    n_blocks = math.ceil(n_frames / chunk)
+    blocks_per_segment = max(
+        1, min(math.ceil(SEGMENT_FRAMES / chunk), math.ceil(n_blocks / decoders))
+    )
+    if decoders == 1:
+        blocks_per_segment = n_blocks  # one sequential reader: no seeks at all
+    frames = blocks_per_segment * chunk
+    return [(start, min(start + frames, n_frames)) for start in range(0, n_frames, frames)]
+
+
 def _dali_blocks(
-    info: VideoInfo, chunk: int, image_size: tuple[int, int], device: str, gpu: bool
+    info: VideoInfo,
+    chunk: int,
+    image_size: tuple[int, int],
+    device: str,
+    gpu: bool,
+    decoders: int = 1,
 ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Consecutive blocks of ``chunk`` frames from DALI; the tail is padded by the reader
-    (``pad_mode="edge"``) because the experimental reader otherwise drops it."""
+    """Consecutive blocks of ``chunk`` frames from ``decoders`` DALI pipelines.
+
+    One pipeline reads a whole video at a few thousand frames/s on a GPU, below what the
+    network consumes. Several pipelines, each drained by its own thread, decode in parallel
+    (NVDEC has capacity for many streams; DESIGN.md section 8): the video is cut into segments
+    (:func:`prediction_segments`), decoder ``p`` reads segments ``p, p + n, ...`` through a
+    frame-range file list, and blocks are handed out in frame order. The tail is padded by the
+    reader (``pad_mode="edge"``) because the experimental reader otherwise drops it.
+    """
+    import queue  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
     from lpray.data import dali_pipeline as dp  # noqa: PLC0415
 
-    pipe = dp.build_video_pipeline(
-        reader_device="gpu" if gpu else "cpu",
-        device_id=_device_id(device) if gpu else None,
-        batch_size=1,
-        sequence_length=chunk,
-        image_size=image_size,
-        augment_source=_augment_source(np.random.default_rng(0), None, image_size, 1),
-        mean=[255.0 * m for m in IMAGENET_MEAN],
-        std=[255.0 * s for s in IMAGENET_STD],
-        filenames=[os.path.abspath(info.path)],
-        step=chunk,
-        pad_tail=True,
-        num_threads=_num_threads(),
-    )
-    pipe.build()
-    expected = math.ceil(info.n_frames / chunk)
-    found = pipe.epoch_size(dp.READER_NAME)
-    if found != expected:
-        raise VideoError(
-            f"{info.path}: DALI finds {found} chunks of {chunk} frames, lpray's frame index "
-            f"{info.n_frames} frames ({expected} chunks); the decoders disagree on the frame "
-            f"count: re-encode the video or use backend='pyav'"
+    segments = prediction_segments(info.n_frames, chunk, max(1, decoders))
+    n_pipes = min(max(1, decoders), len(segments))
+    folder = tempfile.TemporaryDirectory(prefix="lpray-dali-predict-")
+    pipes = []
+    for p in range(n_pipes):
+        mine = segments[p::n_pipes]
+        sub = os.path.join(folder.name, str(p))
+        os.makedirs(sub)
+        pipe = dp.build_video_pipeline(
+            reader_device="gpu" if gpu else "cpu",
+            device_id=_device_id(device) if gpu else None,
+            batch_size=1,
+            sequence_length=chunk,
+            image_size=image_size,
+            augment_source=_augment_source(np.random.default_rng(0), None, image_size, 1),
+            mean=[255.0 * m for m in IMAGENET_MEAN],
+            std=[255.0 * s for s in IMAGENET_STD],
+            file_list=dp.write_file_list(
+                [(0, start, stop) for start, stop in mine], [info.path], sub
+            ),
+            step=chunk,
+            pad_tail=True,
+            num_threads=_num_threads() if n_pipes == 1 else 1,
         )
+        pipe.build()
+        expected = sum(math.ceil((stop - start) / chunk) for start, stop in mine)
+        found = pipe.epoch_size(dp.READER_NAME)
+        if found != expected:
+            raise VideoError(
+                f"{info.path}: DALI finds {found} chunks of {chunk} frames, lpray's frame index "
+                f"{info.n_frames} frames ({expected} chunks); the decoders disagree on the "
+                f"frame count: re-encode the video or use backend='pyav'"
+            )
+        pipes.append(pipe)
+
     size = np.array([[info.height, info.width]])
-    for batch in dp.make_iterator(pipe, finite=True):
-        out = batch[0]
-        _check_decoded_size(
-            out["decoded_shape"], size, [info.path], torch.zeros(1, dtype=torch.long)
-        )
-        yield out["frames"][0].to(device), out["frame_index"][0].cpu().numpy().astype(np.int64)
+    blocks_per_segment = math.ceil((segments[0][1] - segments[0][0]) / chunk)
+    # Each decoder may run one segment ahead of the consumer (and no further: bounded memory).
+    queues = [queue.Queue(maxsize=blocks_per_segment + 1) for _ in pipes]
+    stop = threading.Event()
+
+    def drain(pipe: Pipeline, out: queue.Queue) -> None:
+        try:
+            for batch in dp.make_iterator(pipe, finite=True):
+                item = batch[0]
+                _check_decoded_size(
+                    item["decoded_shape"], size, [info.path], torch.zeros(1, dtype=torch.long)
+                )
+                block = (item["frames"][0], item["frame_index"][0].cpu().numpy().astype(np.int64))
+                while not stop.is_set():
+                    try:
+                        out.put(block, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
+            out.put(error)
+
+    threads = [
+        threading.Thread(target=drain, args=(pipe, out), daemon=True, name=f"lpray-dali-{p}")
+        for p, (pipe, out) in enumerate(zip(pipes, queues, strict=True))
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for j, (start, stop_frame) in enumerate(segments):
+            for _ in range(math.ceil((stop_frame - start) / chunk)):
+                item = queues[j % n_pipes].get()
+                if isinstance(item, BaseException):
+                    raise item
+                frames, index = item
+                yield frames.to(device), index
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=5)
+        del pipes
+        folder.cleanup()
 
 
 def _assemble_chunks(
