@@ -128,6 +128,9 @@ class TrainingConfig:
     batch_size: int = 16  # labeled frames per step (per worker under Ray Train)
     unlabeled_sequences: int = 1  # unlabeled sequences per step (per worker)
     sequence_length: int = 16  # frames per unlabeled sequence
+    # Small label sets repeat their frames (new augmentation each time) so that an epoch has at
+    # least this many steps per worker; 0: an epoch is one pass over the labeled frames.
+    min_steps_per_epoch: int = 0
     lr: float = 1e-3
     weight_decay: float = 0.0
     unfreeze_epoch: int = 0  # backbone frozen before this epoch (useful with pretrained weights)
@@ -289,6 +292,7 @@ def _check(cfg: Config) -> None:
     need(t.max_epochs >= 1, "training.max_epochs", "must be >= 1")
     need(t.batch_size >= 1, "training.batch_size", "must be >= 1")
     need(t.unlabeled_sequences >= 1, "training.unlabeled_sequences", "must be >= 1")
+    need(t.min_steps_per_epoch >= 0, "training.min_steps_per_epoch", "must be >= 0")
     need(t.sequence_length >= 2, "training.sequence_length", "must be >= 2 (temporal loss pairs)")
     need(t.lr > 0, "training.lr", f"must be > 0, got {t.lr}")
     need(t.weight_decay >= 0, "training.weight_decay", "must be >= 0")

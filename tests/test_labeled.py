@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -118,6 +120,39 @@ def test_augmentation_moves_keypoints_with_the_image(tmp_path):
             # to_frame undoes the whole warp: model pixels -> frame pixels
             back = item["to_frame"][:, :2] @ item["keypoints"][0] + item["to_frame"][:, 2]
             torch.testing.assert_close(back, item["keypoints_frame"][0], atol=1e-3, rtol=0)
+
+
+def test_repeated_visits_draw_new_augmentations_of_the_same_frame(tmp_path):
+    make_project(tmp_path, n=4, size=(96, 128))
+    frames = read_labeled_frames(tmp_path)
+    spec = AugmentSpec(rotation_deg=25, scale=0.2, shift=0.08, blur_prob=0)
+    dataset = LabeledDataset(frames, (64, 64), spec, seed=1, length=10)
+    assert len(dataset) == 10
+    visits = [dataset[i] for i in (1, 5, 9)]  # frame 1 three times
+    assert {int(v["index"]) for v in visits} == {1}
+    for v in visits:  # same labels in frame pixels, each visit its own warp
+        torch.testing.assert_close(v["keypoints_frame"], visits[0]["keypoints_frame"])
+    assert not torch.allclose(visits[0]["keypoints"], visits[1]["keypoints"])
+    assert not torch.allclose(visits[1]["image"], visits[2]["image"])
+    with pytest.raises(IndexError):
+        dataset[10]
+    with pytest.raises(ValueError, match="below the 4 frames"):
+        LabeledDataset(frames, (64, 64), length=3)
+
+
+def test_min_steps_per_epoch_sets_the_epoch_length(tmp_path):
+    from lpray.config import config_from_dict
+    from lpray.train.data import labeled_loader
+
+    make_project(tmp_path, n=6, size=(64, 64))
+    frames = read_labeled_frames(tmp_path)
+    cfg = config_from_dict({"data": {"root": str(tmp_path), "image_size": [64, 64]},
+                            "training": {"batch_size": 4, "min_steps_per_epoch": 5}})
+    bundle = types.SimpleNamespace(frames=frames)
+    train = labeled_loader(cfg, bundle, np.arange(6), True, 0)
+    assert len(train) == 5 and len(train.dataset) == 20
+    val = labeled_loader(cfg, bundle, np.arange(6), False, 0)  # validation never repeats
+    assert len(val.dataset) == 6
 
 
 def test_context_paths_follow_frame_numbers():

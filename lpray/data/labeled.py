@@ -194,6 +194,11 @@ class LabeledDataset(Dataset):
     ``keypoints`` (K, 2) model-input pixels (NaN missing), ``keypoints_frame`` (K, 2) frame pixels,
     ``to_frame`` (2, 3) affine back to frame pixels, ``index`` in the LabeledFrames.
     Images are decoded once and kept in memory: labeled sets are small.
+
+    ``length`` (>= the number of frames) makes one pass over the dataset visit every frame
+    ``length / len(frames)`` times, each visit with its own augmentation draw: with 16 labels and
+    batch 16 an epoch would otherwise be ONE step, and per-epoch work (validation, checkpoint)
+    would dominate training.
     """
 
     def __init__(
@@ -203,8 +208,12 @@ class LabeledDataset(Dataset):
         augment: AugmentSpec | None = None,
         context: int = 0,
         seed: int = 0,
+        length: int | None = None,
     ) -> None:
+        if length is not None and length < len(frames):
+            raise ValueError(f"length {length} is below the {len(frames)} frames")
         self.frames = frames
+        self.length = len(frames) if length is None else length
         self.image_size = tuple(image_size)
         self.augment = augment or NO_AUGMENT
         self.context = context
@@ -213,7 +222,7 @@ class LabeledDataset(Dataset):
         self._cache: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return self.length
 
     def _image(self, relative: str, fallback: str) -> torch.Tensor:
         if relative not in self._cache:
@@ -223,7 +232,10 @@ class LabeledDataset(Dataset):
             self._cache[relative] = load_image(path)
         return self._cache[relative]
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+        if not 0 <= item < self.length:
+            raise IndexError(item)
+        index = item % len(self.frames)  # the frame; ``item`` seeds this visit's augmentation
         relative = self.frames.image_paths[index]
         names = (
             context_paths(relative, range(-self.context, self.context + 1))
@@ -235,10 +247,10 @@ class LabeledDataset(Dataset):
         if self.augment == NO_AUGMENT:
             matrix = resize_affine(frame_size, self.image_size)
         else:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+            rng = np.random.default_rng([self.seed, self.epoch, item])
             matrix = random_affine(rng, frame_size, self.image_size, self.augment)
         # One photometric draw for all context frames keeps the clip consistent.
-        photo_seed = np.random.default_rng([self.seed, self.epoch, index, 1]).integers(2**31)
+        photo_seed = np.random.default_rng([self.seed, self.epoch, item, 1]).integers(2**31)
         out = []
         for img in images:
             warped = warp_image(img, matrix, self.image_size)

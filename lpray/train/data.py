@@ -143,12 +143,18 @@ def labeled_loader(
     num_shards: int = 1,
 ) -> DataLoader:
     frames = bundle.frames.subset(indices)
+    length = None
+    if train and cfg.training.min_steps_per_epoch:
+        length = max(
+            len(frames), cfg.training.min_steps_per_epoch * cfg.training.batch_size * num_shards
+        )
     dataset = LabeledDataset(
         frames,
         tuple(cfg.data.image_size),
         AugmentSpec() if train else None,
         context,
         cfg.training.seed,
+        length,
     )
     sampler = None
     if num_shards > 1:
