@@ -5,6 +5,10 @@ an unseen video. Mirror-mouse example: held-out labeled-frame pixel error (72/9/
 
     python bench/accuracy.py                       # both datasets, 2 seeds
     python bench/accuracy.py --only synthetic --epochs 30 --seeds 0
+    python bench/accuracy.py --merge RUN1 RUN2 --name combined   # summarise runs made apart
+
+The summary gives, per dataset, label count and mode, the mean and standard deviation over seeds
+and how many seeds the semi-supervised run beats the supervised run of the same seed.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA, median, print_table, write_json  # noqa: E402
+from common import RESULTS, SHARED_DATA, print_table, write_json  # noqa: E402
 
 from lpray.config import load_config  # noqa: E402
 from lpray.data.synthetic import load_synthetic_project, load_truth  # noqa: E402
@@ -111,33 +115,57 @@ def main() -> None:
     parser.add_argument("--modes", nargs="+", default=["supervised", "semi-supervised"],
                         choices=["supervised", "semi-supervised"])
     parser.add_argument("--name", default="accuracy", help="result file bench/results/NAME.json")
+    parser.add_argument("--merge", nargs="+", default=None,
+                        help="no training: summarise the runs of these result files together")
     args = parser.parse_args()
-    rows = []
-    for dataset in args.only or list(SETTINGS):
-        if dataset == "mirror-mouse" and not (SHARED_DATA / "mirror-mouse-example").exists():
-            print("skipping mirror-mouse: ../shared/data not present")
-            continue
-        for seed in args.seeds:
-            for mode in args.modes:
-                rows.append(run(dataset, mode, seed, args, args.out))
-    metrics = ["test_pixel_error", "video_pixel_error", "video_pixel_error_p95", "video_temporal_norm"]
-    summary = []
-    for dataset in dict.fromkeys(r["dataset"] for r in rows):
-        base = {m: median([r[m] for r in rows if r["dataset"] == dataset and r["mode"] == "supervised" and m in r])
-                for m in metrics}
-        for mode in ("supervised", "semi-supervised"):
-            chosen = [r for r in rows if r["dataset"] == dataset and r["mode"] == mode]
-            entry = {"dataset": dataset, "mode": mode, "runs": len(chosen)}
-            for m in metrics:
-                values = [r[m] for r in chosen if m in r]
-                if values:
-                    entry[m] = median(values)
-                    entry[f"{m}/sup"] = entry[m] / base[m] if base[m] == base[m] else float("nan")
-            summary.append(entry)
-    print_table(summary, ["dataset", "mode", "runs", "test_pixel_error", "test_pixel_error/sup",
-                          "video_pixel_error", "video_pixel_error/sup", "video_pixel_error_p95",
-                          "video_temporal_norm"])
+    if args.merge:
+        rows = [r for name in args.merge for r in json.loads((RESULTS / f"{name}.json").read_text())["runs"]]
+    else:
+        rows = []
+        for dataset in args.only or list(SETTINGS):
+            if dataset == "mirror-mouse" and not (SHARED_DATA / "mirror-mouse-example").exists():
+                print("skipping mirror-mouse: ../shared/data not present")
+                continue
+            for seed in args.seeds:
+                for mode in args.modes:
+                    rows.append(run(dataset, mode, seed, args, args.out))
+    summary = summarise(rows)
+    print_table(summary, ["dataset", "labels", "mode", "seeds", "test_pixel_error", "test_sd",
+                          "video_pixel_error", "video_sd", "video/sup", "video_p95", "semi_wins"])
     write_json(args.name, {"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows, "summary": summary})
+
+
+def summarise(rows: list[dict]) -> list[dict]:
+    """Mean and spread over seeds per (dataset, label count, mode), and paired seed-by-seed
+    comparisons: ``semi_wins`` counts the seeds whose semi-supervised video error is below the
+    supervised run of the same seed (same split, same initialisation)."""
+    summary = []
+    groups = dict.fromkeys((r["dataset"], r["train_frames"]) for r in rows)
+    for dataset, labels in groups:
+        runs = {mode: {r["seed"]: r for r in rows if (r["dataset"], r["train_frames"], r["mode"]) == (dataset, labels, mode)}
+                for mode in ("supervised", "semi-supervised")}
+        base = runs["supervised"]
+        for mode, by_seed in runs.items():
+            if not by_seed:
+                continue
+            entry = {"dataset": dataset, "labels": labels, "mode": mode, "seeds": len(by_seed)}
+            for metric, key in (("test_pixel_error", "test"), ("video_pixel_error", "video"),
+                                ("video_pixel_error_p95", "video_p95")):
+                values = [r[metric] for r in by_seed.values() if metric in r]
+                if values:
+                    entry[metric if key != "video_p95" else key] = float(np.mean(values))
+                    if key != "video_p95":
+                        entry[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+            if "video_pixel_error" in entry and base:
+                sup = [base[s]["video_pixel_error"] for s in by_seed if s in base and "video_pixel_error" in base[s]]
+                if sup:
+                    entry["video/sup"] = entry["video_pixel_error"] / float(np.mean(sup))
+                if mode == "semi-supervised":
+                    paired = [s for s in by_seed if s in base and "video_pixel_error" in base[s]]
+                    wins = sum(by_seed[s]["video_pixel_error"] < base[s]["video_pixel_error"] for s in paired)
+                    entry["semi_wins"] = f"{wins}/{len(paired)}"
+            summary.append(entry)
+    return summary
 
 
 if __name__ == "__main__":
