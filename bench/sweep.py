@@ -17,6 +17,9 @@ GPU (``--gpu``; ``bench/results/sweep_gpu.json``): trials per hour with 1, 2 and
 on one GPU (``gpus_per_worker`` 1, 0.5, 0.25, as many concurrent trials), each packing running
 the same number of equal trials (FIFO, fixed epochs).
 
+A rerun into the same ``--work`` folder reuses each method whose sweep finished there (its table is
+read from storage; its wall time is then unknown), so an interrupted bench resumes.
+
 ``--reduced`` runs a few-minute version (4 trials x 2 epochs, tiny data) to check the bench works.
 The machine, the library versions and the load average (this bench runs on shared hosts) are
 stated in the JSON.
@@ -95,11 +98,26 @@ def sweep_spec(name: str, storage: Path, settings: dict[str, Any]) -> SweepSpec:
     )
 
 
-def run_one(cfg: Config, spec: SweepSpec) -> dict[str, Any]:
-    """Run one sweep; its best error, compute and wall time."""
+def finished_sweep(spec: SweepSpec, expected: int) -> Path | None:
+    """The experiment folder of this method from an earlier bench run into the same ``--work``,
+    when it holds ``expected`` trials that all finished; else None (the method runs)."""
+    folder = Path(spec.settings.storage_path) / spec.settings.name
+    if not folder.is_dir():
+        return None
+    try:
+        trials, _ = sweep_tables(str(folder))
+    except (FileNotFoundError, ValueError):
+        return None
+    done = trials["status"].isin(["completed", "stopped"]).all()
+    return folder if len(trials) == expected and done else None
+
+
+def run_one(cfg: Config, spec: SweepSpec, expected: int | None = None) -> dict[str, Any]:
+    """Run one sweep (or reuse its finished results); its best error, compute and wall time."""
+    reused = finished_sweep(spec, expected) if expected else None
     started = time.perf_counter()
-    experiment_dir = run_sweep(cfg, spec)
-    seconds = time.perf_counter() - started
+    experiment_dir = str(reused) if reused else run_sweep(cfg, spec)
+    seconds = float("nan") if reused else time.perf_counter() - started
     trials, _ = sweep_tables(experiment_dir)
     best = trials.loc[trials[f"best_{METRIC}"].idxmin()]
     return {
@@ -111,6 +129,7 @@ def run_one(cfg: Config, spec: SweepSpec) -> dict[str, Any]:
         "wall_seconds": seconds,
         "trials_per_hour": len(trials) / (seconds / 3600),
         "experiment_dir": experiment_dir,
+        "reused_from_storage": reused is not None,  # wall time then unknown (NaN)
     }
 
 
@@ -141,7 +160,7 @@ def cpu_bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
     for name in args.methods:
         print(f"--- {name}", flush=True)
         spec = sweep_spec(name, root / "sweeps", {**common, **plans[name]})
-        results[name] = {**run_one(cfg, spec), "settings": plans[name]}
+        results[name] = {**run_one(cfg, spec, expected=trials), "settings": plans[name]}
     rows = [{"method": k, **v} for k, v in results.items()]
     print_table(rows, ["method", "trials", "best_val_pixel_error", "trial_epochs", "wall_seconds"])
     payload: dict[str, Any] = {
