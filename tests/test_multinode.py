@@ -108,6 +108,11 @@ class Cluster:
     dashboard: str | None = None
 
 
+# A node starts in ~5 s on an idle 2-core machine; a loaded one (another Ray session's workers
+# still exiting) has needed over 90 s.
+NODE_START_S = 240
+
+
 @contextmanager
 def two_node_cluster(dashboard: bool = False, worker_ports: int = 16) -> Iterator[Cluster]:
     """A head (1 CPU) and a second node (1 CPU, resource ``node2``), each with its own temp dir.
@@ -145,10 +150,10 @@ def two_node_cluster(dashboard: bool = False, worker_ports: int = 16) -> Iterato
                     args, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
                 )
             )
-            deadline = time.time() + 90
+            deadline = time.time() + NODE_START_S
             while "Ray runtime started" not in (temp / f"node{k}.log").read_text():
                 assert processes[-1].poll() is None, (temp / f"node{k}.log").read_text()
-                assert time.time() < deadline, "ray start did not come up in 90 s"
+                assert time.time() < deadline, f"ray start did not come up in {NODE_START_S} s"
                 time.sleep(0.5)
         url = f"http://127.0.0.1:{dashboard_port}" if dashboard else None
         if url:
