@@ -165,6 +165,13 @@ def test_grid_search_points_are_log_spaced(tmp_path: Path) -> None:
     assert num_samples == 1 and space["data.train_frames"] == {"grid_search": [10, "all"]}
 
 
+def test_random_search_keeps_the_concurrency_limit(tmp_path: Path) -> None:
+    """Tune limits only Searchers; lpray's own BasicVariantGenerator must carry the limit."""
+    values = sweep_values(tmp_path, "r", search="random", num_samples=4, max_concurrent_trials=3)
+    _, generator, _ = search_setup(sweep_from_dict(values))
+    assert generator.max_concurrent == 3
+
+
 # --------------------------------------------------------------------------------------------
 # One real sweep: run in a subprocess, killed midway, resumed, reported
 

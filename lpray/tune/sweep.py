@@ -202,7 +202,11 @@ def search_setup(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
         p.key: tune.grid_search(p.points(grid_points)) if p in spec.grid else tune_domain(p)
         for p in spec.params
     }
-    return space, BasicVariantGenerator(random_state=s.seed), s.num_samples
+    # Tune wraps only Searchers in a ConcurrencyLimiter; a BasicVariantGenerator passed in must
+    # carry the limit itself, or every trial's driver starts at once and Train workers queue
+    # past their start-up timeout.
+    generator = BasicVariantGenerator(random_state=s.seed, max_concurrent=s.max_concurrent_trials)
+    return space, generator, s.num_samples
 
 
 def make_scheduler(spec: SweepSpec, max_epochs: int) -> Any:
