@@ -165,6 +165,15 @@ def test_grid_search_points_are_log_spaced(tmp_path: Path) -> None:
     assert num_samples == 1 and space["data.train_frames"] == {"grid_search": [10, "all"]}
 
 
+def test_nodes_too_small_for_driver_plus_worker_are_reported() -> None:
+    from lpray.tune.sweep import packing_problem
+
+    assert packing_problem([2.0], 1.0, 0.01) is None
+    assert packing_problem([1.0, 2.0], 1.0, 0.01) is None  # the 2-CPU node fits both
+    message = packing_problem([1.0, 1.0], 1.0, 0.01)
+    assert message and "cpus_per_worker below 0.99" in message
+
+
 def test_random_search_keeps_the_concurrency_limit(tmp_path: Path) -> None:
     """Tune limits only Searchers; lpray's own BasicVariantGenerator must carry the limit."""
     values = sweep_values(tmp_path, "r", search="random", num_samples=4, max_concurrent_trials=3)

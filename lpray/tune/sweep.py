@@ -239,3 +239,26 @@ def _warn_if_oversubscribed(spec: SweepSpec) -> None:
             f"sweep.max_concurrent_trials={spec.settings.max_concurrent_trials} trials will queue",
             file=sys.stderr,
         )
+    node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
+    problem = packing_problem(node_cpus, r.cpus_per_worker, r.trial_cpus)
+    if problem:
+        print(f"lpray sweep: {problem}", file=sys.stderr)
+
+
+def packing_problem(
+    node_cpus: list[float], cpus_per_worker: float, trial_cpus: float
+) -> str | None:
+    """Why trials can stall on these nodes, or None.
+
+    A trial's driver (``trial_cpus``) lands on some node; once every node holds one, a Train
+    worker needs ``cpus_per_worker`` on a node that already gives ``trial_cpus`` away. Nodes of
+    exactly ``cpus_per_worker`` CPUs then fit no worker at all, and the trials wait until Ray
+    Train's start-up timeout fails them (seen on 1-CPU nodes with 1-CPU workers).
+    """
+    if not node_cpus or max(node_cpus) >= cpus_per_worker + trial_cpus:
+        return None
+    return (
+        f"no node has {cpus_per_worker} + {trial_cpus} CPUs (largest: {max(node_cpus):g}); once "
+        f"every node runs a trial driver no Train worker fits: set "
+        f"sweep.resources.cpus_per_worker below {max(node_cpus) - trial_cpus:g}"
+    )
