@@ -6,6 +6,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from lpray.models.coordinates import (
     heatmap_peak_confidence,
@@ -156,3 +157,20 @@ def test_upsample_one_is_plain_softargmax() -> None:
     y = (2 * 1 + 3 * (0 + 1 + 2) - 1) / 10
     torch.testing.assert_close(coords[0, 0], torch.tensor([x, y]))
     assert float(confidence) == pytest.approx(1.0)  # 5x5 window covers the whole 3x3 map
+
+
+@pytest.mark.parametrize("shape,factor", [((2, 3, 7, 11), 3), ((1, 17, 64, 64), 4), ((1, 1, 2, 5), 2)])
+def test_matmul_upsampling_is_torch_bicubic_with_the_same_gradient(shape, factor):
+    """lpray's separable-matmul upsampling equals F.interpolate(bicubic, align_corners=True),
+    values and gradients (borders included), in float64."""
+    from lpray.models.coordinates import _upsample
+
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    size = ((shape[2] - 1) * factor + 1, (shape[3] - 1) * factor + 1)
+    reference = F.interpolate(x, size=size, mode="bicubic", align_corners=True)
+    ours = _upsample(x, factor)
+    torch.testing.assert_close(ours, reference, atol=1e-12, rtol=0)
+    weights = torch.randn(size, dtype=torch.float64)
+    (grad_ref,) = torch.autograd.grad((reference * weights).sum(), x)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
+    torch.testing.assert_close(grad_ours, grad_ref, atol=1e-12, rtol=0)

@@ -15,6 +15,8 @@ peak on a pixel centre is returned exactly, and the expectation needs no offset 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -99,8 +101,22 @@ def _upsample(heatmaps: torch.Tensor, factor: int) -> torch.Tensor:
     h, w = heatmaps.shape[-2:]
     if factor == 1:
         return heatmaps
-    size = ((h - 1) * factor + 1, (w - 1) * factor + 1)
-    return F.interpolate(heatmaps, size=size, mode="bicubic", align_corners=True)
+    # PyTorch's bicubic kernel is separable (4x4 taps = row weights x column weights, with the
+    # same clamped borders), so it equals A_h @ X @ A_w^T. Two small matmuls are several times
+    # faster than F.interpolate on a GPU, and far faster backwards (interpolate's gradient
+    # scatters with atomics); on unlabeled frames this runs, with its gradient, every step.
+    rows = bicubic_matrix(h, factor, heatmaps.dtype, heatmaps.device)
+    cols = bicubic_matrix(w, factor, heatmaps.dtype, heatmaps.device)
+    return rows @ heatmaps @ cols.T
+
+
+@functools.lru_cache(maxsize=32)
+def bicubic_matrix(n: int, factor: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """The ``((n - 1) * factor + 1, n)`` matrix of 1-D bicubic ``align_corners=True`` upsampling,
+    read off ``F.interpolate`` itself (column j = its response to a unit impulse at j)."""
+    impulses = torch.eye(n, dtype=torch.float64).view(n, 1, n, 1)
+    up = F.interpolate(impulses, size=((n - 1) * factor + 1, 1), mode="bicubic", align_corners=True)
+    return up[:, 0, :, 0].T.contiguous().to(device=device, dtype=dtype)
 
 
 def heatmap_peak_confidence(probabilities: torch.Tensor, radius: int) -> torch.Tensor:
