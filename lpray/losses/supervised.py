@@ -113,8 +113,11 @@ def heatmap_kl(
     target = target.to(device=pred.device, dtype=dtype).flatten(2)
     mass = target.sum(-1)
     keep = valid.to(pred.device, torch.bool) & (mass > 1e-6)
-    if not keep.any():
-        return pred.sum() * 0.0
-    q = target[keep] / mass[keep][:, None]
-    log_p = torch.log_softmax(temperature * pred.to(dtype).flatten(2)[keep], dim=-1)
-    return (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(-1).mean()
+    # Every (B, K) row is computed and the unlabeled ones are masked out of the mean: no boolean
+    # indexing, so no host-device sync per step on a GPU; an exact, graph-connected zero when no
+    # keypoint is labeled.
+    q = target / mass.clamp_min(1e-12)[..., None]
+    log_p = torch.log_softmax(temperature * pred.to(dtype).flatten(2), dim=-1)
+    kl = (q * (torch.log(q.clamp_min(1e-12)) - log_p)).sum(-1)
+    kept = keep.sum().clamp(min=1).to(dtype)
+    return torch.where(keep, kl, torch.zeros_like(kl)).sum() / kept

@@ -15,6 +15,7 @@ import pytorch_lightning as pl
 import torch
 
 from lpray.config import Config, config_from_dict
+from lpray.data.augment import augment_batch
 from lpray.losses.pca import PosePCA, pca_reprojection_error
 from lpray.losses.supervised import gaussian_heatmaps, heatmap_kl, heatmap_mse
 from lpray.losses.unsupervised import anneal_weight, combine_losses, pca_loss, temporal_loss
@@ -128,6 +129,20 @@ class PoseModule(pl.LightningModule):
         return losses
 
     # -- Lightning hooks -----------------------------------------------------------------------
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """Labeled frames whose augmentation was deferred (``raw``) are warped here, on the device
+        the batch now lives on, a whole batch at once."""
+        labeled = batch["labeled"] if isinstance(batch, dict) and "labeled" in batch else batch
+        if isinstance(labeled, dict) and "raw" in labeled:
+            labeled["image"] = augment_batch(
+                labeled.pop("raw"),
+                labeled.pop("affine"),
+                labeled.pop("photometric"),
+                self.image_size,
+                labeled.pop("blur_sigmas"),
+            )
+        return batch
+
     def on_train_epoch_start(self) -> None:
         frozen = self.current_epoch < self.cfg.training.unfreeze_epoch
         for param in self.model.backbone.parameters():
@@ -172,9 +187,21 @@ class PoseModule(pl.LightningModule):
             anneal,
         )
         batch_size = n
-        self.log_dict({f"train/{k}": float(v) for k, v in logged.items()}, batch_size=batch_size)
+        # Tensors, not floats: Lightning reads them back only when it writes the log, so the
+        # step never waits for the GPU (a float() here is a device sync per loss per step).
+        self.log_dict(
+            {f"train/{k}": torch.as_tensor(v).detach() for k, v in logged.items()},
+            batch_size=batch_size,
+        )
         self.log("train/anneal", anneal, batch_size=batch_size)
-        self.log("train_loss", total.detach(), prog_bar=True, batch_size=batch_size, sync_dist=True)
+        # The mean over ranks (an all-reduce per step) only where there are several ranks.
+        self.log(
+            "train_loss",
+            total.detach(),
+            prog_bar=True,
+            batch_size=batch_size,
+            sync_dist=self.trainer.world_size > 1,
+        )
         return total
 
     def on_validation_epoch_start(self) -> None:
