@@ -138,7 +138,13 @@ class TrainingConfig:
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
     channels_last: bool = False
+    # torch.compile the backbone (training): a minute or two of compiling at the first step,
+    # then faster steps on a GPU; worth it for long runs only.
+    compile: bool = False
     num_workers: int = 0  # DataLoader worker processes for labeled frames
+    # Where labeled frames are warped and photometrically augmented: "loader" (CPU workers),
+    # "device" (the training device, a batch at a time), "auto" (device on a GPU, else loader).
+    labeled_augment_on: Literal["auto", "loader", "device"] = "auto"
     val_every_n_epochs: int = 1
     log_every_n_steps: int = 5
     output_dir: str = "outputs/model"

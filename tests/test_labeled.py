@@ -160,3 +160,39 @@ def test_context_paths_follow_frame_numbers():
         f"labeled-data/v/img000000{n}.png" for n in (40, 41, 42, 43, 44)
     ]
     assert context_paths("a/img1.png", range(-2, 1)) == ["a/img0.png", "a/img0.png", "a/img1.png"]
+
+
+def test_augmentation_deferred_to_the_device_matches_the_loader(tmp_path):
+    """Frames augmented a batch at a time after transfer (training.labeled_augment_on=device)
+    equal the loader's per-frame augmentation with the same draws, blur included, for a batch
+    mixing frame sizes (zero-padded in the collate), and the module's transfer hook applies it."""
+    from lpray.config import load_config
+    from lpray.data.augment import augment_batch
+    from lpray.train.data import _collate_labeled
+    from lpray.train.module import PoseModule
+
+    make_project(tmp_path, n=4, size=(96, 128))
+    bigger = np.zeros((110, 140), np.uint8)
+    bigger[40:44, 50:54] = 200
+    Image.fromarray(bigger, mode="L").save(tmp_path / "labeled-data" / "img001.png")
+    frames = read_labeled_frames(tmp_path)
+    spec = AugmentSpec(rotation_deg=25, scale=0.2, shift=0.08, brightness=0.2, contrast=0.3,
+                       blur_prob=0.5)
+    loader_side = LabeledDataset(frames, (64, 64), spec, seed=3, length=8)
+    deferred = LabeledDataset(frames, (64, 64), spec, seed=3, length=8, defer_augment=True)
+    for dataset in (loader_side, deferred):
+        dataset.epoch = 2
+    expected = _collate_labeled([loader_side[i] for i in range(8)])
+    batch = _collate_labeled([deferred[i] for i in range(8)])
+    assert "image" not in batch and batch["raw"].dtype == torch.uint8
+    assert batch["raw"].shape[-2:] == (110, 140)  # padded to the largest frame
+    assert 0 < sum(s > 0 for s in batch["blur_sigmas"]) < 8  # both blur branches are exercised
+    torch.testing.assert_close(batch["keypoints"], expected["keypoints"])
+    images = augment_batch(batch["raw"], batch["affine"], batch["photometric"], (64, 64),
+                           batch["blur_sigmas"])
+    torch.testing.assert_close(images, expected["image"], atol=1e-4, rtol=0)  # 1 grey level is 0.017
+
+    module = PoseModule(load_config(None, ["data.image_size=[64,64]"]).to_dict(), ["nose", "tail"])
+    hooked = module.on_after_batch_transfer({"labeled": dict(batch), "unlabeled": None}, 0)
+    assert set(hooked["labeled"]) == {"image", "keypoints", "keypoints_frame", "to_frame", "index"}
+    torch.testing.assert_close(hooked["labeled"]["image"], expected["image"], atol=1e-4, rtol=0)  # 1 grey level is 0.017

@@ -73,52 +73,96 @@ def apply_affine_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     return points @ matrix[:, :2].T + matrix[:, 2]
 
 
-def warp_image(image: torch.Tensor, matrix: np.ndarray, out_size: tuple[int, int]) -> torch.Tensor:
-    """Warp a (C, H, W) float image with the frame->out affine ``matrix`` (bilinear, zero fill)."""
-    _, height, width = image.shape
-    inverse = invert_affine(matrix)  # out pixel -> frame pixel
-    # affine_grid works in normalised [-1, 1] coordinates (align_corners=False: pixel centres).
+def warp_images(
+    images: torch.Tensor, matrices: torch.Tensor, out_size: tuple[int, int]
+) -> torch.Tensor:
+    """Warp (N, C, H, W) float images with frame->out affines (N, 2, 3) (bilinear, zero fill).
+
+    One batched ``affine_grid`` + ``grid_sample``, on whatever device the images are: the
+    labeled-frame augmentation runs here on the CPU (one frame at a time, in loader workers) or on
+    the GPU (a whole batch after transfer, see :func:`augment_batch`), with identical results.
+    Images may be zero-padded on the right and bottom beyond their true size (a batch of frames
+    of different sizes): pixel coordinates are unchanged by such padding, and what lies beyond the
+    frame is zero either way.
+    """
+    n, _, height, width = images.shape
     out_h, out_w = out_size
-    to_pixels_out = np.array(
-        [[out_w / 2, 0, out_w / 2 - 0.5], [0, out_h / 2, out_h / 2 - 0.5], [0, 0, 1]]
+    full = torch.zeros((n, 3, 3), dtype=torch.float64, device=images.device)
+    full[:, :2] = matrices.to(torch.float64)
+    full[:, 2, 2] = 1.0
+    inverse = torch.linalg.inv(full)  # out pixel -> frame pixel
+    # affine_grid works in normalised [-1, 1] coordinates (align_corners=False: pixel centres).
+    to_pixels_out = torch.tensor(
+        [[out_w / 2, 0, out_w / 2 - 0.5], [0, out_h / 2, out_h / 2 - 0.5], [0, 0, 1]],
+        dtype=torch.float64,
+        device=images.device,
     )
-    to_norm_in = np.linalg.inv(
-        np.array([[width / 2, 0, width / 2 - 0.5], [0, height / 2, height / 2 - 0.5], [0, 0, 1]])
+    to_norm_in = torch.tensor(
+        [[2 / width, 0, (1 - width) / width], [0, 2 / height, (1 - height) / height], [0, 0, 1]],
+        dtype=torch.float64,
+        device=images.device,
     )
-    theta = (to_norm_in @ np.vstack([inverse, [0, 0, 1]]) @ to_pixels_out)[:2]
-    grid = F.affine_grid(
-        torch.as_tensor(theta, dtype=torch.float32)[None],
-        [1, image.shape[0], out_h, out_w],
-        align_corners=False,
-    )
-    return F.grid_sample(
-        image[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False
-    )[0]
+    theta = (to_norm_in @ inverse @ to_pixels_out)[:, :2].to(images.dtype)
+    grid = F.affine_grid(theta, [n, images.shape[1], out_h, out_w], align_corners=False)
+    return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def warp_image(image: torch.Tensor, matrix: np.ndarray, out_size: tuple[int, int]) -> torch.Tensor:
+    """Warp one (C, H, W) float image with the frame->out affine ``matrix``."""
+    return warp_images(image[None], torch.as_tensor(matrix)[None], out_size)[0]
+
+
+def draw_photometric(rng: np.random.Generator, spec: AugmentSpec) -> np.ndarray:
+    """Random ``[contrast factor, brightness shift, blur sigma (0: none)]`` for one image."""
+    contrast = rng.uniform(1 - spec.contrast, 1 + spec.contrast) if spec.contrast > 0 else 1.0
+    brightness = rng.uniform(-spec.brightness, spec.brightness) if spec.brightness > 0 else 0.0
+    sigma = 0.0
+    if spec.blur_prob > 0 and rng.random() < spec.blur_prob:
+        sigma = rng.uniform(0.1, spec.blur_sigma)
+    return np.array([contrast, brightness, sigma], dtype=np.float32)
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of one (C, H, W) image, replicate-padded."""
+    radius = max(1, int(round(2 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
+    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    channels = image.shape[0]
+    padded = F.pad(image[None], (radius, radius, 0, 0), mode="replicate")
+    image = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
+    padded = F.pad(image, (0, 0, radius, radius), mode="replicate")
+    return F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)[0]
+
+
+def apply_photometric(
+    images: torch.Tensor, draws: torch.Tensor, sigmas: list[float] | None = None
+) -> torch.Tensor:
+    """Contrast about each image's mean, brightness shift, optional blur; clamp to [0, 1].
+
+    Args:
+        images: (N, C, H, W) in [0, 1].
+        draws: (N, 3) rows from :func:`draw_photometric`.
+        sigmas: ``draws[:, 2]`` as host floats when ``draws`` lives on a GPU (reading them back
+            would stall the step on a device sync).
+    """
+    draws = draws.to(images)
+    mean = images.mean(dim=(1, 2, 3), keepdim=True)
+    images = (images - mean) * draws[:, 0, None, None, None] + mean
+    images = images + draws[:, 1, None, None, None]
+    if sigmas is None:
+        sigmas = draws[:, 2].tolist()
+    if any(sigmas):
+        images = torch.stack(
+            [_gaussian_blur(img, s) if s > 0 else img for img, s in zip(images, sigmas)]
+        )
+    return images.clamp(0, 1)
 
 
 def photometric(image: torch.Tensor, rng: np.random.Generator, spec: AugmentSpec) -> torch.Tensor:
     """Random brightness, contrast and blur on a (C, H, W) image in [0, 1]."""
-    if spec.contrast > 0:
-        mean = image.mean()
-        image = (image - mean) * rng.uniform(1 - spec.contrast, 1 + spec.contrast) + mean
-    if spec.brightness > 0:
-        image = image + rng.uniform(-spec.brightness, spec.brightness)
-    if spec.blur_prob > 0 and rng.random() < spec.blur_prob:
-        sigma = rng.uniform(0.1, spec.blur_sigma)
-        radius = max(1, int(round(2 * sigma)))
-        taps = torch.arange(-radius, radius + 1, dtype=image.dtype)
-        kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-        kernel = kernel / kernel.sum()
-        channels = image.shape[0]
-        padded = F.pad(image[None], (radius, radius, 0, 0), mode="replicate")
-        image = F.conv2d(
-            padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels
-        )[0]
-        padded = F.pad(image[None], (0, 0, radius, radius), mode="replicate")
-        image = F.conv2d(
-            padded, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels
-        )[0]
-    return image.clamp(0, 1)
+    draw = torch.from_numpy(draw_photometric(rng, spec))
+    return apply_photometric(image[None], draw[None])[0]
 
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -126,5 +170,36 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 def normalize(image: torch.Tensor) -> torch.Tensor:
-    """(3, H, W) in [0, 1] -> ImageNet-normalised."""
+    """(..., 3, H, W) in [0, 1] -> ImageNet-normalised."""
     return (image - IMAGENET_MEAN.to(image)) / IMAGENET_STD.to(image)
+
+
+def augment_batch(
+    raw: torch.Tensor,
+    matrices: torch.Tensor,
+    draws: torch.Tensor | None,
+    out_size: tuple[int, int],
+    blur_sigmas: list[float] | None = None,
+) -> torch.Tensor:
+    """The labeled-frame augmentation of a whole batch, where the batch is (the GPU, in training).
+
+    Args:
+        raw: (N, C, 3, H, W) uint8 frames, or float frames in [0, 1] (C context frames; zero-padded to the batch's largest
+            frame, see :func:`warp_images`).
+        matrices: (N, 2, 3) frame->model-input affines (one per item, shared by its C frames).
+        draws: (N, 3) photometric draws (one per item, shared by its C frames), or None.
+        out_size: model input (H, W).
+        blur_sigmas: ``draws[:, 2]`` as host floats (see :func:`apply_photometric`).
+
+    Returns:
+        (N, C, 3, H, W) float32 ImageNet-normalised model inputs, equal to what
+        :class:`lpray.data.labeled.LabeledDataset` builds on the CPU from the same draws.
+    """
+    n, c = raw.shape[:2]
+    images = raw.flatten(0, 1)
+    images = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    warped = warp_images(images, matrices.repeat_interleave(c, dim=0), out_size)
+    if draws is not None:
+        sigmas = None if blur_sigmas is None else [s for s in blur_sigmas for _ in range(c)]
+        warped = apply_photometric(warped, draws.repeat_interleave(c, dim=0), sigmas)
+    return normalize(warped).view(n, c, *warped.shape[1:])

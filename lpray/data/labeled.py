@@ -21,12 +21,11 @@ from lpray.data.augment import (
     NO_AUGMENT,
     AugmentSpec,
     apply_affine_points,
+    augment_batch,
+    draw_photometric,
     invert_affine,
-    normalize,
-    photometric,
     random_affine,
     resize_affine,
-    warp_image,
 )
 from lpray.io.tables import PoseTableError, keypoint_names, read_pose_csv, table_to_arrays
 
@@ -195,6 +194,13 @@ class LabeledDataset(Dataset):
     ``to_frame`` (2, 3) affine back to frame pixels, ``index`` in the LabeledFrames.
     Images are decoded once and kept in memory: labeled sets are small.
 
+    ``defer_augment``: leave the warp and photometric changes to the device the batch goes to
+    (:func:`lpray.data.augment.augment_batch`, applied by the training module after transfer).
+    Items then carry ``raw`` (C, 3, H, W) uint8 frames, ``affine`` (2, 3) float64 frame->model
+    matrix and ``photometric`` (3,) draws instead of ``image``; the random draws are the same.
+    On a GPU this moves the per-frame work out of the CPU loader workers, which otherwise bound
+    the training step.
+
     ``length`` (>= the number of frames) makes one pass over the dataset visit every frame
     ``length / len(frames)`` times, each visit with its own augmentation draw: with 16 labels and
     batch 16 an epoch would otherwise be ONE step, and per-epoch work (validation, checkpoint)
@@ -209,6 +215,7 @@ class LabeledDataset(Dataset):
         context: int = 0,
         seed: int = 0,
         length: int | None = None,
+        defer_augment: bool = False,
     ) -> None:
         if length is not None and length < len(frames):
             raise ValueError(f"length {length} is below the {len(frames)} frames")
@@ -218,6 +225,7 @@ class LabeledDataset(Dataset):
         self.augment = augment or NO_AUGMENT
         self.context = context
         self.seed = seed
+        self.defer_augment = defer_augment
         self.epoch = 0  # advanced by the trainer so augmentation differs per epoch
         self._cache: dict[str, torch.Tensor] = {}
 
@@ -251,15 +259,26 @@ class LabeledDataset(Dataset):
             matrix = random_affine(rng, frame_size, self.image_size, self.augment)
         # One photometric draw for all context frames keeps the clip consistent.
         photo_seed = np.random.default_rng([self.seed, self.epoch, item, 1]).integers(2**31)
-        out = []
-        for img in images:
-            warped = warp_image(img, matrix, self.image_size)
-            if self.augment != NO_AUGMENT:
-                warped = photometric(warped, np.random.default_rng(photo_seed), self.augment)
-            out.append(normalize(warped))
+        draw = draw_photometric(np.random.default_rng(photo_seed), self.augment)
+        if self.defer_augment:
+            pixels = {
+                "raw": torch.stack([(img * 255.0).round().to(torch.uint8) for img in images]),
+                "affine": torch.as_tensor(matrix, dtype=torch.float64),
+                "photometric": torch.from_numpy(draw),
+            }
+        else:  # the same batched code path as on the device, for a batch of one
+            draws = None if self.augment == NO_AUGMENT else torch.from_numpy(draw)[None]
+            image = augment_batch(
+                torch.stack(images)[None],
+                torch.as_tensor(matrix)[None],
+                draws,
+                self.image_size,
+                blur_sigmas=[float(draw[2])],
+            )[0]
+            pixels = {"image": image}
         keypoints_frame = self.frames.keypoints[index]
         return {
-            "image": torch.stack(out),
+            **pixels,
             "keypoints": torch.as_tensor(
                 apply_affine_points(matrix, keypoints_frame), dtype=torch.float32
             ),

@@ -129,8 +129,29 @@ def fit_pcas(cfg: Config, bundle: DataBundle) -> dict[str, PosePCA]:
     return pcas
 
 
-def _collate_labeled(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {key: torch.stack([item[key] for item in items]) for key in items[0]}
+def _collate_labeled(items: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
+    """Stack items; deferred-augmentation frames of different sizes are zero-padded on the right
+    and bottom (harmless to the warp, see :func:`lpray.data.augment.warp_images`)."""
+    batch: dict[str, Any] = {
+        key: torch.stack([item[key] for item in items]) for key in items[0] if key != "raw"
+    }
+    if "raw" in items[0]:
+        height = max(item["raw"].shape[-2] for item in items)
+        width = max(item["raw"].shape[-1] for item in items)
+        raw = torch.zeros((len(items), *items[0]["raw"].shape[:-2], height, width), dtype=torch.uint8)
+        for row, item in enumerate(items):
+            h, w = item["raw"].shape[-2:]
+            raw[row, ..., :h, :w] = item["raw"]
+        batch["raw"] = raw
+        # host copies of the blur draws: the device-side blur must not read them back
+        batch["blur_sigmas"] = [float(item["photometric"][2]) for item in items]
+    return batch
+
+
+def defer_labeled_augment(cfg: Config, device: str) -> bool:
+    """Whether labeled-frame augmentation runs on the training device instead of the loader."""
+    where = cfg.training.labeled_augment_on
+    return where == "device" or (where == "auto" and device.startswith("cuda"))
 
 
 def labeled_loader(
@@ -141,7 +162,16 @@ def labeled_loader(
     context: int,
     shard_id: int = 0,
     num_shards: int = 1,
+    defer_augment: bool = False,
+    pin_memory: bool = False,
 ) -> DataLoader:
+    """Labeled frames for training (augmented, sharded) or evaluation (plain, whole split).
+
+    ``defer_augment``: items carry raw frames and the augmentation draws; the training module
+    warps them on its device (see :class:`lpray.data.labeled.LabeledDataset`).
+    ``pin_memory``: batches in page-locked memory, so the copy to a GPU is asynchronous (from
+    pageable memory it waits for the kernels queued before it).
+    """
     frames = bundle.frames.subset(indices)
     length = None
     if train and cfg.training.min_steps_per_epoch:
@@ -155,6 +185,7 @@ def labeled_loader(
         context,
         cfg.training.seed,
         length,
+        defer_augment=defer_augment and train,
     )
     sampler = None
     if num_shards > 1:
@@ -176,6 +207,7 @@ def labeled_loader(
         collate_fn=_collate_labeled,
         generator=generator,
         persistent_workers=cfg.training.num_workers > 0,
+        pin_memory=pin_memory,
     )
 
 
@@ -203,7 +235,17 @@ def make_train_loader(
     """The labeled loader, combined with the unlabeled video stream when a loss needs it."""
     from pytorch_lightning.utilities import CombinedLoader
 
-    labeled = labeled_loader(cfg, bundle, bundle.split.train, True, context, shard_id, num_shards)
+    labeled = labeled_loader(
+        cfg,
+        bundle,
+        bundle.split.train,
+        True,
+        context,
+        shard_id,
+        num_shards,
+        defer_augment=defer_labeled_augment(cfg, device),
+        pin_memory=device.startswith("cuda"),
+    )
     if not cfg.losses.active():
         return labeled
     from lpray.data.unlabeled import make_unlabeled_loader

@@ -111,7 +111,14 @@ def make_trainer(
 
 
 def build_module(cfg: Config, bundle: DataBundle) -> PoseModule:
-    return PoseModule(cfg.to_dict(), bundle.keypoint_names, fit_pcas(cfg, bundle))
+    """The module with its PCA fits, in the memory format and compile mode the config asks for."""
+    module = PoseModule(cfg.to_dict(), bundle.keypoint_names, fit_pcas(cfg, bundle))
+    if cfg.training.channels_last:
+        module = module.to(memory_format=torch.channels_last)
+    if cfg.training.compile:
+        # In place (nn.Module.compile): parameter names, hence checkpoints, stay unchanged.
+        module.model.backbone.compile()
+    return module
 
 
 def train(cfg: Config) -> Path:
@@ -122,8 +129,6 @@ def train(cfg: Config) -> Path:
     save_config(cfg, model_dir / "config.yaml")
     bundle = prepare_data(cfg)
     module = build_module(cfg, bundle)
-    if cfg.training.channels_last:
-        module = module.to(memory_format=torch.channels_last)
     context = module.model.context
     meter = ThroughputMeter()
     trainer = make_trainer(cfg, model_dir, [meter, EpochMetricsWriter(model_dir / "metrics.csv")])
