@@ -25,18 +25,19 @@ from lpray.track.predict import TrainedModel, predict_video_arrays  # noqa: E402
 from lpray.train.module import PoseModule  # noqa: E402
 
 
-def raw_model_rate(module: PoseModule, batch: int, device: torch.device, repeats: int = 10) -> float:
+def raw_model_rate(trained: TrainedModel, batch: int, device: torch.device, repeats: int = 10) -> float:
+    module = trained.module
     frames = torch.randn(batch, 3, *module.image_size, device=device)
     if device.type == "cuda":
         frames = frames.contiguous(memory_format=torch.channels_last)
     with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for _ in range(3):
-            module.heatmaps_to_image_coords(module.model.forward_sequence(frames))
+            module.heatmaps_to_image_coords(trained.forward_sequence(frames))
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(repeats):
-            module.heatmaps_to_image_coords(module.model.forward_sequence(frames))
+            module.heatmaps_to_image_coords(trained.forward_sequence(frames))
         if device.type == "cuda":
             torch.cuda.synchronize()
     return batch * repeats / (time.perf_counter() - start)
@@ -52,6 +53,7 @@ def main() -> None:
                         help="keep NCHW on CUDA (lpray's load_trained switches to channels_last)")
     parser.add_argument("--decoders", type=int, nargs="+", default=[0],
                         help="DALI pipelines per video (0: lpray's default for the device)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the network")
     parser.add_argument("--loop", type=int, default=1,
                         help="play the clip this many times (remuxed) so start-up costs amortise")
     args = parser.parse_args()
@@ -64,10 +66,10 @@ def main() -> None:
     module = PoseModule(cfg.to_dict(), names).eval().to(device)
     if device.type == "cuda" and not args.nchw:
         module = module.to(memory_format=torch.channels_last)  # as load_trained does
-    trained = TrainedModel(module, Path("."), device)
+    trained = TrainedModel(module, Path("."), device, compile=args.compile)
     rows = []
     for chunk in args.chunks:
-        raw = raw_model_rate(module, chunk, device)
+        raw = raw_model_rate(trained, chunk, device)
         for decoders in args.decoders:
             rates = []
             for _ in range(args.repeats + 1):  # first run warms up (cuDNN autotune, decoder)
@@ -83,7 +85,7 @@ def main() -> None:
             print(rows[-1], flush=True)
     print(f"device: {device}, backbone {args.backbone}, 256x256, bf16 autocast on CUDA, reader {args.backend}")
     print_table(rows, ["chunk", "decoders", "end_to_end_fps", "raw_model_fps", "e2e/raw", "frames"])
-    suffix = f"_loop{args.loop}" if args.loop > 1 else ""
+    suffix = (f"_loop{args.loop}" if args.loop > 1 else "") + ("_compiled" if args.compile else "")
     write_json(f"predict_{device.type}_{args.backend}{suffix}", {"args": vars(args), "video": str(video), "rows": rows})
 
 

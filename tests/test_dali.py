@@ -366,3 +366,33 @@ def test_dali_gpu_frames_equal_pyav_frames_on_the_real_h264_video(decoders):
     assert not misplaced, f"frames closer to a neighbour than to themselves: {misplaced[:10]}"
     # NVDEC and FFmpeg convert colour slightly differently; a wrong image differs by far more
     assert worst <= 3.0, worst
+
+
+def test_prefetched_keeps_order_reraises_and_stops_on_close():
+    """The background producer of the DALI training stream hands items over in order, re-raises
+    the source's error in the consumer, and stops when the consumer closes the stream."""
+    import threading
+
+    from lpray.data.unlabeled import prefetched
+
+    def source(n, fail_at=None):
+        for i in range(n):
+            if i == fail_at:
+                raise VideoError(f"bad block {i}")
+            yield {"i": torch.tensor(i)}
+
+    assert [int(x["i"]) for x in prefetched(source(7), "cpu", depth=2)] == list(range(7))
+    stream = prefetched(source(10, fail_at=4), "cpu")
+    assert [int(next(stream)["i"]) for _ in range(4)] == [0, 1, 2, 3]
+    with pytest.raises(VideoError, match="bad block 4"):
+        next(stream)
+
+    def producers():
+        return {t for t in threading.enumerate() if t.name == "lpray-prefetch" and t.is_alive()}
+
+    before = producers()
+    endless = prefetched(source(10**9), "cpu", depth=1)
+    next(endless)
+    assert len(producers() - before) == 1
+    endless.close()
+    assert not producers() - before

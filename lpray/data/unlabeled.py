@@ -31,13 +31,14 @@ backend-specific (PyAV: uniform over all sequence starts; DALI: its reader's see
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import torch
@@ -535,20 +536,88 @@ def _dali_training(
                 f", lpray's frame index {n_samples}: a video's frame count differs between "
                 f"decoders; re-encode it or use backend='pyav'"
             )
-        for batch in dp.make_iterator(pipe, finite=False):
-            out = batch[0]
-            video_index = out["video_index"].view(-1).long().cpu()
-            _check_decoded_size(
-                out["decoded_shape"], sizes[video_index.numpy()], paths, video_index
-            )
-            affine = from_corner_convention(out["augment"].cpu().double().numpy())
-            to_frame = to_frame_matrix(affine, sizes[video_index.numpy()], image_size)
-            yield {
-                "frames": out["frames"].to(device),
-                "frame_index": out["frame_index"].long().to(device),
-                "video_index": video_index.to(device),
-                "to_frame": torch.from_numpy(to_frame).float().to(device),
-            }
+
+        def batches() -> Iterator[dict[str, torch.Tensor]]:
+            for batch in dp.make_iterator(pipe, finite=False):
+                out = batch[0]
+                video_index = out["video_index"].view(-1).long().cpu()
+                _check_decoded_size(
+                    out["decoded_shape"], sizes[video_index.numpy()], paths, video_index
+                )
+                affine = from_corner_convention(out["augment"].cpu().double().numpy())
+                to_frame = to_frame_matrix(affine, sizes[video_index.numpy()], image_size)
+                yield {
+                    "frames": out["frames"].to(device),
+                    "frame_index": out["frame_index"].long().to(device),
+                    "video_index": video_index.to(device),
+                    "to_frame": torch.from_numpy(to_frame).float().to(device),
+                }
+
+        # The read-backs above (video index, affine) would stall every training step on a GPU
+        # sync if they ran on the training thread: they run ahead on their own thread and stream.
+        yield from prefetched(batches(), device)
+
+
+_END = object()
+
+
+def prefetched(
+    source: Iterator[dict[str, torch.Tensor]], device: str, depth: int = 2
+) -> Iterator[dict[str, torch.Tensor]]:
+    """``source``'s items, produced ``depth`` ahead on a background thread.
+
+    On a GPU the thread works on its own CUDA stream and waits for it before handing an item
+    over, so its host read-backs wait only for its own copies, never for the training step's
+    kernels on the default stream; the consumer marks each tensor as used on its stream so the
+    allocator does not recycle it early. Order is kept and the source's errors are re-raised
+    here; closing this iterator stops the thread.
+    """
+    import queue  # noqa: PLC0415
+    import threading  # noqa: PLC0415
+
+    gpu = device.startswith("cuda") and torch.cuda.is_available()
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def hand_over(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        stream = torch.cuda.Stream(device=_device_id(device)) if gpu else None
+        try:
+            with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                for item in source:
+                    if stream is not None:
+                        stream.synchronize()
+                    if not hand_over(item):
+                        return
+            hand_over(_END)
+        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
+            hand_over(error)
+
+    thread = threading.Thread(target=produce, daemon=True, name="lpray-prefetch")
+    thread.start()
+    try:
+        while True:
+            item = ready.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if gpu:
+                for value in item.values():
+                    if isinstance(value, torch.Tensor) and value.is_cuda:
+                        value.record_stream(torch.cuda.current_stream(value.device))
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
 
 
 def _check_decoded_size(
@@ -574,7 +643,7 @@ def iter_prediction_chunks(
     backend: str = "auto",
     device: str = "cpu",
     decoders: int | None = None,
-) -> Iterator[dict[str, torch.Tensor]]:
+) -> Iterator[dict[str, Any]]:
     """Ordered, overlapping chunks that cover a whole video, each frame decoded once.
 
     Every chunk has ``chunk_size + 2 * context`` frames: ``context`` frames before and after its
@@ -596,7 +665,8 @@ def iter_prediction_chunks(
     Returns:
         An iterator of dicts: ``frames`` float32 (L, 3, H, W) normalised; ``frame_index`` int64
         (L,) the frame each row shows (edge-clamped); ``valid`` bool (L,); ``to_frame`` float32
-        (2, 3) (resize only). All on ``device``.
+        (2, 3) (resize only); all on ``device``. On the host: ``valid_rows`` (first, stop), the
+        contiguous rows that ``valid`` marks, and ``valid_frames`` int64, their frame numbers.
     """
     if chunk_size < 1 or context < 0:
         raise ValueError("chunk_size must be >= 1 and context >= 0")
@@ -728,23 +798,32 @@ def _dali_blocks(
     stop = threading.Event()
 
     def drain(pipe: Pipeline, out: queue.Queue) -> None:
+        # On a GPU each drain thread copies DALI's output on its own CUDA stream: on the shared
+        # default stream, the read-back of the frame numbers below would wait for every network
+        # pass queued before it, and decoding would stall behind the model.
+        side = torch.cuda.Stream(device=_device_id(device)) if gpu else None
         try:
-            for batch in dp.make_iterator(pipe, finite=True):
-                item = batch[0]
-                _check_decoded_size(
-                    item["decoded_shape"], size, [info.path], torch.zeros(1, dtype=torch.long)
-                )
-                block = (item["frames"][0], item["frame_index"][0].cpu().numpy().astype(np.int64))
-                while not stop.is_set():
-                    try:
-                        out.put(block, timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
+            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
+                for batch in dp.make_iterator(pipe, finite=True):
+                    if not deliver(batch[0], out):
+                        return
         except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
             out.put(error)
+
+    def deliver(item: dict[str, torch.Tensor], out: queue.Queue) -> bool:
+        """Check one decoded block and queue it; False when the consumer has stopped."""
+        _check_decoded_size(
+            item["decoded_shape"], size, [info.path], torch.zeros(1, dtype=torch.long)
+        )
+        # the read-back also waits for this stream's copy of the frames: they are complete
+        block = (item["frames"][0], item["frame_index"][0].cpu().numpy().astype(np.int64))
+        while not stop.is_set():
+            try:
+                out.put(block, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     threads = [
         threading.Thread(target=drain, args=(pipe, out), daemon=True, name=f"lpray-dali-{p}")
@@ -759,6 +838,8 @@ def _dali_blocks(
                 if isinstance(item, BaseException):
                     raise item
                 frames, index = item
+                if gpu:  # made on a drain thread's stream, used on this one (see drain)
+                    frames.record_stream(torch.cuda.current_stream(frames.device))
                 yield frames.to(device), index
     finally:
         stop.set()
@@ -775,7 +856,7 @@ def _assemble_chunks(
     context: int,
     to_frame: torch.Tensor,
     device: str,
-) -> Iterator[dict[str, torch.Tensor]]:
+) -> Iterator[dict[str, Any]]:
     """Build context-padded chunks from consecutive decoded blocks, keeping only the blocks a
     chunk still needs (each frame is decoded and preprocessed once)."""
     block_iter = iter(blocks)
@@ -799,11 +880,16 @@ def _assemble_chunks(
             del cache[b]
         window = _gather_rows(cache, wanted, chunk)
         valid = (raw >= k * chunk) & (raw < min((k + 1) * chunk, n_frames))
+        rows = np.flatnonzero(valid)
         yield {
             "frames": window.to(device),
             "frame_index": torch.from_numpy(wanted).long().to(device),
             "valid": torch.from_numpy(valid).to(device),
             "to_frame": to_frame,
+            # the same facts on the host (valid rows are one contiguous run), so a GPU consumer
+            # can slice and label its outputs without reading anything back from the device
+            "valid_rows": (int(rows[0]), int(rows[-1]) + 1),
+            "valid_frames": wanted[valid].astype(np.int64),
         }
 
 

@@ -6,7 +6,8 @@ This is the per-video kernel; :mod:`lpray.track.corpus` runs it over corpora as 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +23,25 @@ from lpray.train.module import PoseModule, map_points
 
 @dataclass
 class TrainedModel:
+    """A trained network ready for inference.
+
+    ``compile``: run the network through ``torch.compile`` (CUDA). Compiling takes a minute or
+    so once per process and shape, then inference runs faster (DESIGN.md section 8): worth it
+    for long videos and corpora, not for one short clip.
+    """
+
     module: PoseModule
     model_dir: Path
     device: torch.device
+    compile: bool = False
+    _forward: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+
+    def forward_sequence(self, frames: torch.Tensor) -> torch.Tensor:
+        """Heatmaps of a chunk of consecutive frames (the compiled network when ``compile``)."""
+        if self._forward is None:
+            forward = self.module.model.forward_sequence
+            self._forward = torch.compile(forward, dynamic=False) if self.compile else forward
+        return self._forward(frames)
 
     @property
     def keypoint_names(self) -> list[str]:
@@ -40,9 +57,13 @@ def default_device() -> torch.device:
 
 
 def load_trained(
-    model_dir: str | Path, device: str | torch.device | None = None, checkpoint: str = "best"
+    model_dir: str | Path,
+    device: str | torch.device | None = None,
+    checkpoint: str = "best",
+    compile: bool = False,
 ) -> TrainedModel:
-    """Load ``MODEL_DIR/checkpoints/{checkpoint}.ckpt`` for inference."""
+    """Load ``MODEL_DIR/checkpoints/{checkpoint}.ckpt`` for inference (see :class:`TrainedModel`
+    for ``compile``)."""
     model_dir = Path(model_dir)
     path = model_dir / "checkpoints" / f"{checkpoint}.ckpt"
     if not path.exists():
@@ -58,7 +79,7 @@ def load_trained(
     if device.type == "cuda":
         # NHWC convolutions run ~2x faster on tensor cores in bf16 (bench/predict.py)
         module = module.to(memory_format=torch.channels_last)
-    return TrainedModel(module, model_dir, device)
+    return TrainedModel(module, model_dir, device, compile=compile)
 
 
 def _autocast(device: torch.device):  # noqa: ANN202 - context manager
@@ -83,6 +104,9 @@ def predict_video_arrays(
 
     module = trained.module
     xy_parts, conf_parts, index_parts = [], [], []
+    # Nothing in this loop reads from the GPU: results stay on the device until the end, so the
+    # host keeps queueing chunks while the network runs (a read-back per chunk would make the
+    # host wait for each chunk's network pass before fetching the next decoded block).
     for chunk in iter_prediction_chunks(
         video,
         module.image_size,
@@ -96,18 +120,17 @@ def predict_video_arrays(
         if trained.device.type == "cuda":
             frames = frames.contiguous(memory_format=torch.channels_last)
         with _autocast(trained.device):
-            heatmaps = module.model.forward_sequence(frames)
-        valid = chunk["valid"].to(heatmaps.device)
-        xy, confidence = module.heatmaps_to_image_coords(heatmaps[valid])
+            heatmaps = trained.forward_sequence(frames)
+        first, stop = chunk["valid_rows"]
+        xy, confidence = module.heatmaps_to_image_coords(heatmaps[first:stop])
         to_frame = chunk["to_frame"].to(xy.device).float()
-        xy = map_points(to_frame[None].expand(xy.shape[0], 2, 3), xy)
-        xy_parts.append(xy.cpu().numpy())
-        conf_parts.append(confidence.cpu().numpy())
-        index_parts.append(chunk["frame_index"][chunk["valid"]].cpu().numpy())
+        xy_parts.append(map_points(to_frame[None].expand(xy.shape[0], 2, 3), xy))
+        conf_parts.append(confidence)
+        index_parts.append(chunk["valid_frames"])
     order = np.concatenate(index_parts)
     if not np.array_equal(order, np.arange(len(order))):
         raise RuntimeError(f"{video}: prediction chunks did not cover frames in order")
-    return np.concatenate(xy_parts), np.concatenate(conf_parts)
+    return torch.cat(xy_parts).cpu().numpy(), torch.cat(conf_parts).cpu().numpy()
 
 
 def video_metrics(trained: TrainedModel, xy: np.ndarray) -> pd.DataFrame:
