@@ -90,6 +90,8 @@ GPU_CONFIG: dict[str, Any] = {
         "channels_last": True,
         "accelerator": "gpu",
         "num_workers": 4,
+        # 50 steps per epoch: per-epoch rates steady enough to resolve a 5% difference
+        "min_steps_per_epoch": 50,
         "progress_bar": False,
     },
 }
@@ -175,27 +177,148 @@ def cpu_bench(work: Path, repeats: int, epochs: int) -> dict[str, Any]:
     return {"config": CPU_CONFIG, "epochs": epochs, "repeats": repeats, "rows": rows}
 
 
-def gpu_bench(work: Path, repeats: int, epochs: int) -> dict[str, Any]:
-    plain = measure(
-        "plain fit.train",
-        repeats,
-        lambda r: plain_run(run_config(GPU_CONFIG, work, f"gpu-plain-r{r}", epochs)),
-    )
-    ray_row = measure(
-        "ray 1 worker x 1 GPU",
-        repeats,
-        # the worker gets the node's CPUs as the plain trainer gets the machine's (one is left
-        # for Ray's own processes): Ray sets the worker's torch threads to its CPU count
-        lambda r: ray_run(
-            run_config(GPU_CONFIG, work, f"gpu-ray-r{r}", epochs),
-            1,
-            float(max(1, (os.cpu_count() or 2) - 1)),
-            1.0,
+# DESIGN.md section 8: ResNet-50 + heatmap head, 256x256, bf16 + channels_last + torch.compile,
+# batch 64, synthetic tensors, no data: the training-step ceiling of one H100 (img/s).
+DESIGN_STEP_CEILING = 2416.0
+
+
+def with_augment_on(values: dict[str, Any], where: str) -> dict[str, Any]:
+    values = copy.deepcopy(values)
+    values["training"]["labeled_augment_on"] = where
+    return values
+
+
+def model_step_rate(values: dict[str, Any], steps: int = 30) -> float:
+    """Frames/s of lpray's own training step (backbone pass over labeled + unlabeled frames,
+    heads, supervised + unsupervised losses, backward, Adam) on random tensors already on the
+    GPU: this run's ceiling without data loading, Lightning or Ray."""
+    import torch
+
+    from lpray.train.data import prepare_data
+    from lpray.train.fit import build_module
+
+    cfg = config_from_dict(values)
+    bundle = prepare_data(cfg)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    module = build_module(cfg, bundle).to(device).to(memory_format=torch.channels_last)
+    module.pcas = {name: pca.to(device) for name, pca in module.pcas.items()}
+    t = cfg.training
+    h, w = cfg.data.image_size
+    k = len(bundle.keypoint_names)
+    labeled = {
+        "image": torch.randn(t.batch_size, 1, 3, h, w, device=device),
+        "keypoints": torch.rand(t.batch_size, k, 2, device=device) * torch.tensor([w, h], device=device),
+    }
+    unlabeled = {
+        "frames": torch.randn(t.unlabeled_sequences, t.sequence_length, 3, h, w, device=device),
+        "to_frame": torch.eye(2, 3, device=device).expand(t.unlabeled_sequences, 2, 3),
+    }
+    optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
+
+    def step() -> None:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            frames = torch.cat([labeled["image"].flatten(0, 1), unlabeled["frames"].flatten(0, 1)])
+            features = module.model.backbone(frames.contiguous(memory_format=torch.channels_last))
+            outputs = module.model.labeled_heads(features[: t.batch_size], t.batch_size)
+            loss = module.supervised_loss(labeled, outputs)
+            for value in module.unsupervised_losses(unlabeled, features[t.batch_size :]).values():
+                loss = loss + 1e-3 * value
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(5):
+        step()
+    sync()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    frames_per_step = t.batch_size + t.unlabeled_sequences * t.sequence_length
+    return steps * frames_per_step / (time.perf_counter() - started)
+
+
+def with_compile(values: dict[str, Any]) -> dict[str, Any]:
+    values = copy.deepcopy(values)
+    values["training"]["compile"] = True
+    return values
+
+
+# The runs ``--gpu`` can make (``--runs`` picks some; one device call cannot hold them all).
+GPU_RUNS = ("plain-loader", "plain-device", "ray-device", "plain-device-compiled")
+GPU_RUN_LABELS = {
+    "plain-loader": "plain, augment in loader",
+    "plain-device": "plain, augment on GPU",
+    "ray-device": "ray 1 worker x 1 GPU, augment on GPU",
+    "plain-device-compiled": "plain, augment on GPU, compiled backbone",
+}
+
+
+def gpu_bench(
+    work: Path, repeats: int, epochs: int, names: tuple[str, ...] = GPU_RUNS[:3]
+) -> dict[str, Any]:
+    """The plain trainer with labeled augmentation in the loader or on the GPU (optionally with a
+    compiled backbone), and the same run as a 1-worker Ray Train job; repeats interleaved so
+    that drift of the machine hits every run alike."""
+    device_cfg = with_augment_on(GPU_CONFIG, "device")
+    # the Ray worker gets the node's CPUs as the plain trainer gets the machine's (one is left
+    # for Ray's own processes): Ray sets the worker's torch threads to its CPU count
+    ray_cpus = float(max(1, (os.cpu_count() or 2) - 1))
+    make = {
+        "plain-loader": lambda r: plain_run(
+            run_config(with_augment_on(GPU_CONFIG, "loader"), work, f"gpu-plain-loader-r{r}", epochs)
         ),
-    )
-    for key in ("labeled_frames_per_s", "unlabeled_frames_per_s"):
-        ray_row[f"overhead_{key}_pct"] = 100 * (1 - ray_row[key] / plain[key])
-    return {"config": GPU_CONFIG, "epochs": epochs, "repeats": repeats, "rows": [plain, ray_row]}
+        "plain-device": lambda r: plain_run(run_config(device_cfg, work, f"gpu-plain-r{r}", epochs)),
+        "ray-device": lambda r: ray_run(
+            run_config(device_cfg, work, f"gpu-ray-r{r}", epochs), 1, ray_cpus, 1.0
+        ),
+        "plain-device-compiled": lambda r: plain_run(
+            run_config(with_compile(device_cfg), work, f"gpu-plain-compiled-r{r}", epochs)
+        ),
+    }
+    per_run: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    for repeat in range(repeats):
+        for name in names:
+            label = GPU_RUN_LABELS[name]
+            per_run[name].append(measure(label, 1, lambda _r, name=name, r=repeat: make[name](r)))
+    rows = {name: merge_measurements(GPU_RUN_LABELS[name], found) for name, found in per_run.items()}
+    if "plain-device" in rows and "ray-device" in rows:
+        for key in ("labeled_frames_per_s", "unlabeled_frames_per_s"):
+            rows["ray-device"][f"overhead_{key}_pct"] = 100 * (
+                1 - rows["ray-device"][key] / rows["plain-device"][key]
+            )
+    rows = list(rows.values())
+    ceiling = model_step_rate(run_config(GPU_CONFIG, work, "gpu-ceiling", epochs))
+    for row in rows:
+        total = row["labeled_frames_per_s"] + row["unlabeled_frames_per_s"]
+        row["frames_per_s"] = total
+        row["pct_of_step_ceiling"] = 100 * total / ceiling
+        row["pct_of_design_ceiling"] = 100 * total / DESIGN_STEP_CEILING
+    rows.append({"run": "model step alone (eager, random tensors)", "frames_per_s": ceiling,
+                 "pct_of_design_ceiling": 100 * ceiling / DESIGN_STEP_CEILING})
+    if "plain-device-compiled" in names:
+        compiled = model_step_rate(run_config(with_compile(GPU_CONFIG), work, "gpu-ceiling-c", epochs))
+        rows.append({"run": "model step alone (compiled backbone, random tensors)",
+                     "frames_per_s": compiled,
+                     "pct_of_design_ceiling": 100 * compiled / DESIGN_STEP_CEILING})
+    return {"config": GPU_CONFIG, "epochs": epochs, "repeats": repeats, "rows": rows}
+
+
+def merge_measurements(label: str, found: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from single-repeat measurements: medians over all their epochs."""
+    labeled = [v for row in found for v in row["labeled_per_epoch"]]
+    unlabeled = [v for row in found for v in row["unlabeled_per_epoch"]]
+    walls = [v for row in found for v in row["wall_per_run"]]
+    return {
+        "run": label,
+        "labeled_frames_per_s": statistics.median(labeled),
+        "unlabeled_frames_per_s": statistics.median(unlabeled),
+        "wall_s": statistics.median(walls),
+        "labeled_per_epoch": labeled,
+        "unlabeled_per_epoch": unlabeled,
+        "wall_per_run": walls,
+    }
 
 
 def main() -> None:
@@ -204,6 +327,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--runs", nargs="+", choices=GPU_RUNS, default=list(GPU_RUNS[:3]),
+                        help="--gpu runs to make")
+    parser.add_argument("--name", default=None, help="result file name (default: train_cpu/gpu)")
     args = parser.parse_args()
 
     import ray
@@ -211,13 +337,17 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=None if args.gpu else 2, include_dashboard=False, log_to_driver=False)
     work = Path(args.work or tempfile.mkdtemp(prefix="lpray-bench-train-"))
-    bench = gpu_bench if args.gpu else cpu_bench
-    result = bench(work, args.repeats, args.epochs)
+    if args.gpu:
+        result = gpu_bench(work, args.repeats, args.epochs, tuple(args.runs))
+    else:
+        result = cpu_bench(work, args.repeats, args.epochs)
     columns = ["run", "labeled_frames_per_s", "unlabeled_frames_per_s", "wall_s"]
-    columns += [c for c in result["rows"][-1] if c.startswith(("speedup", "overhead"))]
+    columns += sorted(
+        {c for row in result["rows"] for c in row if c.startswith(("speedup", "overhead", "pct", "frames_per"))}
+    )
     print_table(result["rows"], columns)
     note = f"load average {os.getloadavg()[0]:.1f} at the end; {machine()['cores']} cores"
-    write_json("train_gpu" if args.gpu else "train_cpu", {**result, "note": note})
+    write_json(args.name or ("train_gpu" if args.gpu else "train_cpu"), {**result, "note": note})
 
 
 if __name__ == "__main__":
