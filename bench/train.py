@@ -183,9 +183,7 @@ DESIGN_STEP_CEILING = 2416.0
 
 
 def with_augment_on(values: dict[str, Any], where: str) -> dict[str, Any]:
-    values = copy.deepcopy(values)
-    values["training"]["labeled_augment_on"] = where
-    return values
+    return with_training(values, labeled_augment_on=where)
 
 
 def model_step_rate(values: dict[str, Any], steps: int = 30) -> float:
@@ -239,17 +237,22 @@ def model_step_rate(values: dict[str, Any], steps: int = 30) -> float:
     return steps * frames_per_step / (time.perf_counter() - started)
 
 
-def with_compile(values: dict[str, Any]) -> dict[str, Any]:
+def with_training(values: dict[str, Any], **training: Any) -> dict[str, Any]:
     values = copy.deepcopy(values)
-    values["training"]["compile"] = True
+    values["training"].update(training)
     return values
 
 
+def with_compile(values: dict[str, Any]) -> dict[str, Any]:
+    return with_training(values, compile=True)
+
+
 # The runs ``--gpu`` can make (``--runs`` picks some; one device call cannot hold them all).
-GPU_RUNS = ("plain-loader", "plain-device", "ray-device", "plain-device-compiled")
+GPU_RUNS = ("plain-loader", "plain-device", "ray-device", "plain-device-compiled", "plain-1-reader")
 GPU_RUN_LABELS = {
     "plain-loader": "plain, augment in loader",
     "plain-device": "plain, augment on GPU",
+    "plain-1-reader": "plain, augment on GPU, 1 video reader",
     "ray-device": "ray 1 worker x 1 GPU, augment on GPU",
     "plain-device-compiled": "plain, augment on GPU, compiled backbone",
 }
@@ -272,6 +275,9 @@ def gpu_bench(
         "plain-device": lambda r: plain_run(run_config(device_cfg, work, f"gpu-plain-r{r}", epochs)),
         "ray-device": lambda r: ray_run(
             run_config(device_cfg, work, f"gpu-ray-r{r}", epochs), 1, ray_cpus, 1.0
+        ),
+        "plain-1-reader": lambda r: plain_run(
+            run_config(with_training(device_cfg, unlabeled_readers=1), work, f"gpu-1r-r{r}", epochs)
         ),
         "plain-device-compiled": lambda r: plain_run(
             run_config(with_compile(device_cfg), work, f"gpu-plain-compiled-r{r}", epochs)

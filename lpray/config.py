@@ -128,6 +128,9 @@ class TrainingConfig:
     batch_size: int = 16  # labeled frames per step (per worker under Ray Train)
     unlabeled_sequences: int = 1  # unlabeled sequences per step (per worker)
     sequence_length: int = 16  # frames per unlabeled sequence
+    # DALI pipelines decoding unlabeled sequences in parallel, per worker (0: 4 on a GPU, else 1).
+    # Random-access decoding of long-GOP video bounds semi-supervised training on a GPU.
+    unlabeled_readers: int = 0
     # Small label sets repeat their frames (new augmentation each time) so that an epoch has at
     # least this many steps per worker; 0: an epoch is one pass over the labeled frames.
     min_steps_per_epoch: int = 0
@@ -298,6 +301,7 @@ def _check(cfg: Config) -> None:
     need(t.max_epochs >= 1, "training.max_epochs", "must be >= 1")
     need(t.batch_size >= 1, "training.batch_size", "must be >= 1")
     need(t.unlabeled_sequences >= 1, "training.unlabeled_sequences", "must be >= 1")
+    need(t.unlabeled_readers >= 0, "training.unlabeled_readers", "must be >= 0 (0: automatic)")
     need(t.min_steps_per_epoch >= 0, "training.min_steps_per_epoch", "must be >= 0")
     need(t.sequence_length >= 2, "training.sequence_length", "must be >= 2 (temporal loss pairs)")
     need(t.lr > 0, "training.lr", f"must be > 0, got {t.lr}")

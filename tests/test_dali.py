@@ -381,8 +381,10 @@ def test_prefetched_keeps_order_reraises_and_stops_on_close():
                 raise VideoError(f"bad block {i}")
             yield {"i": torch.tensor(i)}
 
-    assert [int(x["i"]) for x in prefetched(source(7), "cpu", depth=2)] == list(range(7))
-    stream = prefetched(source(10, fail_at=4), "cpu")
+    assert [int(x["i"]) for x in prefetched([source(7)], "cpu", depth=2)] == list(range(7))
+    evens, odds = (({"i": torch.tensor(i)} for i in range(r, 8, 2)) for r in (0, 1))
+    assert [int(x["i"]) for x in prefetched([evens, odds], "cpu")] == list(range(8))
+    stream = prefetched([source(10, fail_at=4)], "cpu")
     assert [int(next(stream)["i"]) for _ in range(4)] == [0, 1, 2, 3]
     with pytest.raises(VideoError, match="bad block 4"):
         next(stream)
@@ -391,8 +393,22 @@ def test_prefetched_keeps_order_reraises_and_stops_on_close():
         return {t for t in threading.enumerate() if t.name == "lpray-prefetch" and t.is_alive()}
 
     before = producers()
-    endless = prefetched(source(10**9), "cpu", depth=1)
+    endless = prefetched([source(10**9), source(10**9)], "cpu", depth=1)
     next(endless)
-    assert len(producers() - before) == 1
+    assert len(producers() - before) == 2
     endless.close()
     assert not producers() - before
+
+
+def test_several_readers_interleave_the_single_reader_stream(vp9_pair):
+    """With readers=2 the batches alternate between two DALI pipelines: the first pipeline's
+    batches (even positions) are exactly the single-reader stream, the second draws its own."""
+    args = (vp9_pair, 5, 2, (24, 32), "dali")
+    single = take(make_unlabeled_loader(*args, augment=True, seed=3), 3)
+    double = take(make_unlabeled_loader(*args, augment=True, seed=3, readers=2), 6)
+    for a, b in zip(single, double[0::2]):
+        for key in a:
+            assert torch.equal(a[key], b[key]), key
+    assert not any(torch.equal(a["to_frame"], b["to_frame"]) for a, b in zip(single, double[1::2]))
+    with pytest.raises(ValueError, match="readers"):
+        make_unlabeled_loader(*args, readers=0)

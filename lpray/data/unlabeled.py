@@ -32,6 +32,7 @@ backend-specific (PyAV: uniform over all sequence starts; DALI: its reader's see
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import tempfile
@@ -332,12 +333,13 @@ def _device_id(device: str) -> int:
     return torch.cuda.current_device() if index is None else index
 
 
-def _dali_seed(seed: int, shard_id: int) -> int:
-    return int(np.random.SeedSequence([seed, shard_id, 2]).generate_state(1)[0])
+def _dali_seed(seed: int, shard_id: int, reader: int = 0) -> int:
+    key = [seed, shard_id, 2] + ([reader] if reader else [])
+    return int(np.random.SeedSequence(key).generate_state(1)[0])
 
 
-def _augment_rng(seed: int, shard_id: int) -> np.random.Generator:
-    return np.random.default_rng([seed, shard_id, 1])
+def _augment_rng(seed: int, shard_id: int, reader: int = 0) -> np.random.Generator:
+    return np.random.default_rng([seed, shard_id, 1] + ([reader] if reader else []))
 
 
 def _draw(
@@ -369,6 +371,7 @@ def make_unlabeled_loader(
     shard_id: int = 0,
     num_shards: int = 1,
     device: str = "cpu",
+    readers: int = 1,
 ) -> Iterator[dict[str, torch.Tensor]]:
     """An infinite stream of random contiguous sequences for the unsupervised losses.
 
@@ -385,14 +388,18 @@ def make_unlabeled_loader(
         shard_id: this worker's shard (Ray Train world rank).
         num_shards: number of shards (world size).
         device: "cpu" or "cuda[:N]"; where the tensors are delivered (and, for DALI, decoded).
+        readers: DALI pipelines decoding in parallel, their batches taken in turn (each with
+            its own seeds; 1 keeps the single-reader stream). A random 16-frame sequence of
+            long-GOP H.264 costs a seek and a decode from the previous keyframe, and one reader
+            bounds semi-supervised training on a GPU. Ignored by PyAV.
 
     Returns:
         An iterator of dicts: ``frames`` float32 (B, S, 3, H, W) normalised; ``frame_index``
         int64 (B, S); ``video_index`` int64 (B,); ``to_frame`` float32 (B, 2, 3) mapping
         model-input pixel coordinates to original frame pixel coordinates. All on ``device``.
     """
-    if sequence_length < 1 or batch_size < 1:
-        raise ValueError("sequence_length and batch_size must be >= 1")
+    if sequence_length < 1 or batch_size < 1 or readers < 1:
+        raise ValueError("sequence_length, batch_size and readers must be >= 1")
     if not videos:
         raise ValueError("make_unlabeled_loader needs at least one video")
     paths = [_local_video(v) for v in videos]
@@ -403,7 +410,7 @@ def make_unlabeled_loader(
     args = (paths, infos, ranges, sequence_length, batch_size, tuple(image_size), spec)
     if kind == "pyav":
         return _pyav_training(*args, seed, shard_id, device)
-    return _dali_training(*args, seed, shard_id, device, kind == "dali-gpu")
+    return _dali_training(*args, seed, shard_id, device, kind == "dali-gpu", readers)
 
 
 def _pyav_training(
@@ -502,42 +509,52 @@ def _dali_training(
     shard_id: int,
     device: str,
     gpu: bool,
+    readers: int = 1,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """The shard's ranges through DALI's reader: every start is a sample, shuffled by a seed."""
+    """The shard's ranges through DALI's reader: every start is a sample, shuffled by a seed.
+
+    With ``readers`` > 1, that many pipelines (own shuffle and augmentation seeds) decode in
+    parallel and their batches are taken in turn.
+    """
     from lpray.data import dali_pipeline as dp  # noqa: PLC0415
 
     n_samples = sum(r.stop - r.start - sequence_length + 1 for r in ranges)
     sizes = np.array([(i.height, i.width) for i in infos])
     with tempfile.TemporaryDirectory(prefix="lpray-dali-") as folder:
-        pipe = dp.build_video_pipeline(
-            reader_device="gpu" if gpu else "cpu",
-            device_id=_device_id(device) if gpu else None,
-            batch_size=batch_size,
-            sequence_length=sequence_length,
-            image_size=image_size,
-            augment_source=_augment_source(
-                _augment_rng(seed, shard_id), spec, image_size, batch_size
-            ),
-            mean=[255.0 * m for m in IMAGENET_MEAN],
-            std=[255.0 * s for s in IMAGENET_STD],
-            file_list=dp.write_file_list(ranges, paths, folder),
-            step=1,
-            random_shuffle=True,
-            shuffle_buffer=min(n_samples, dp.MAX_SHUFFLE_BUFFER),
-            photometric=spec is not None,
-            seed=_dali_seed(seed, shard_id),
-            num_threads=_num_threads(),
-        )
-        pipe.build()
-        found = pipe.epoch_size(dp.READER_NAME)
-        if found != n_samples:
-            raise VideoError(
-                f"DALI counts {found} sequences in {sorted({paths[r.video_index] for r in ranges})}"
-                f", lpray's frame index {n_samples}: a video's frame count differs between "
-                f"decoders; re-encode it or use backend='pyav'"
+        file_list = dp.write_file_list(ranges, paths, folder)
+        pipes = []
+        for reader in range(readers):
+            pipe = dp.build_video_pipeline(
+                reader_device="gpu" if gpu else "cpu",
+                device_id=_device_id(device) if gpu else None,
+                batch_size=batch_size,
+                sequence_length=sequence_length,
+                image_size=image_size,
+                augment_source=_augment_source(
+                    _augment_rng(seed, shard_id, reader), spec, image_size, batch_size
+                ),
+                mean=[255.0 * m for m in IMAGENET_MEAN],
+                std=[255.0 * s for s in IMAGENET_STD],
+                file_list=file_list,
+                step=1,
+                random_shuffle=True,
+                shuffle_buffer=min(n_samples, dp.MAX_SHUFFLE_BUFFER),
+                photometric=spec is not None,
+                seed=_dali_seed(seed, shard_id, reader),
+                num_threads=_num_threads() if readers == 1 else 1,
             )
+            pipe.build()
+            found = pipe.epoch_size(dp.READER_NAME)
+            if found != n_samples:
+                raise VideoError(
+                    f"DALI counts {found} sequences in "
+                    f"{sorted({paths[r.video_index] for r in ranges})}, lpray's frame index "
+                    f"{n_samples}: a video's frame count differs between decoders; re-encode it "
+                    f"or use backend='pyav'"
+                )
+            pipes.append(pipe)
 
-        def batches() -> Iterator[dict[str, torch.Tensor]]:
+        def batches(pipe: Pipeline) -> Iterator[dict[str, torch.Tensor]]:
             for batch in dp.make_iterator(pipe, finite=False):
                 out = batch[0]
                 video_index = out["video_index"].view(-1).long().cpu()
@@ -554,32 +571,34 @@ def _dali_training(
                 }
 
         # The read-backs above (video index, affine) would stall every training step on a GPU
-        # sync if they ran on the training thread: they run ahead on their own thread and stream.
-        yield from prefetched(batches(), device)
+        # sync if they ran on the training thread: they run ahead on their own threads and
+        # streams.
+        yield from prefetched([batches(pipe) for pipe in pipes], device)
 
 
 _END = object()
 
 
 def prefetched(
-    source: Iterator[dict[str, torch.Tensor]], device: str, depth: int = 2
+    sources: Sequence[Iterator[dict[str, torch.Tensor]]], device: str, depth: int = 2
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """``source``'s items, produced ``depth`` ahead on a background thread.
+    """The sources' items, taken in turn (one from each, in order), each source produced
+    ``depth`` ahead on its own background thread.
 
-    On a GPU the thread works on its own CUDA stream and waits for it before handing an item
+    On a GPU each thread works on its own CUDA stream and waits for it before handing an item
     over, so its host read-backs wait only for its own copies, never for the training step's
     kernels on the default stream; the consumer marks each tensor as used on its stream so the
-    allocator does not recycle it early. Order is kept and the source's errors are re-raised
-    here; closing this iterator stops the thread.
+    allocator does not recycle it early. The sources' errors are re-raised here; the stream ends
+    when a source ends; closing this iterator stops the threads.
     """
     import queue  # noqa: PLC0415
     import threading  # noqa: PLC0415
 
     gpu = device.startswith("cuda") and torch.cuda.is_available()
-    ready: queue.Queue = queue.Queue(maxsize=depth)
+    queues: list[queue.Queue] = [queue.Queue(maxsize=depth) for _ in sources]
     stop = threading.Event()
 
-    def hand_over(item: object) -> bool:
+    def hand_over(ready: queue.Queue, item: object) -> bool:
         while not stop.is_set():
             try:
                 ready.put(item, timeout=0.1)
@@ -588,24 +607,28 @@ def prefetched(
                 continue
         return False
 
-    def produce() -> None:
+    def produce(source: Iterator[dict[str, torch.Tensor]], ready: queue.Queue) -> None:
         stream = torch.cuda.Stream(device=_device_id(device)) if gpu else None
         try:
             with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                 for item in source:
                     if stream is not None:
                         stream.synchronize()
-                    if not hand_over(item):
+                    if not hand_over(ready, item):
                         return
-            hand_over(_END)
+            hand_over(ready, _END)
         except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
-            hand_over(error)
+            hand_over(ready, error)
 
-    thread = threading.Thread(target=produce, daemon=True, name="lpray-prefetch")
-    thread.start()
+    threads = [
+        threading.Thread(target=produce, args=(source, ready), daemon=True, name="lpray-prefetch")
+        for source, ready in zip(sources, queues, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
     try:
-        while True:
-            item = ready.get()
+        for turn in itertools.count():
+            item = queues[turn % len(queues)].get()
             if item is _END:
                 return
             if isinstance(item, BaseException):
@@ -617,7 +640,8 @@ def prefetched(
             yield item
     finally:
         stop.set()
-        thread.join(timeout=5)
+        for thread in threads:
+            thread.join(timeout=5)
 
 
 def _check_decoded_size(

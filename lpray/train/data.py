@@ -211,6 +211,10 @@ def labeled_loader(
     )
 
 
+# DALI readers of unlabeled video per training worker on a GPU (training.unlabeled_readers=0).
+GPU_UNLABELED_READERS = 4
+
+
 class UnlabeledStream:
     """An endless stream of unlabeled video batches that survives Lightning's per-epoch ``iter``."""
 
@@ -264,6 +268,7 @@ def make_train_loader(
             shard_id=shard_id,
             num_shards=num_shards,
             device=device,
+            readers=t.unlabeled_readers or (GPU_UNLABELED_READERS if device.startswith("cuda") else 1),
         )
 
     # "min_size": an epoch is one pass over the labeled frames; video never runs out.
