@@ -327,6 +327,23 @@ def merge_measurements(label: str, found: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
+def profile_plain_run(work: Path, epochs: int) -> Path:
+    """One plain GPU run under Lightning's SimpleProfiler: where each step's time goes (waiting
+    for the next batch vs the step itself vs per-epoch hooks). Writes results/train_gpu_profile.txt."""
+    from pytorch_lightning.profilers import SimpleProfiler
+
+    from lpray.train import fit
+
+    out = Path(__file__).resolve().parent / "results"
+    profiler = SimpleProfiler(dirpath=str(out), filename="train_gpu_profile")
+    make_trainer = fit.make_trainer
+    with mock.patch.object(
+        fit, "make_trainer", lambda *a, **k: make_trainer(*a, **k, profiler=profiler)
+    ):
+        plain_run(run_config(with_augment_on(GPU_CONFIG, "device"), work, "gpu-profile", epochs))
+    return out / "fit-train_gpu_profile.txt"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gpu", action="store_true", help="Ray Train vs plain trainer on 1 GPU")
@@ -336,6 +353,8 @@ def main() -> None:
     parser.add_argument("--runs", nargs="+", choices=GPU_RUNS, default=list(GPU_RUNS[:3]),
                         help="--gpu runs to make")
     parser.add_argument("--name", default=None, help="result file name (default: train_cpu/gpu)")
+    parser.add_argument("--profile", action="store_true",
+                        help="--gpu: one plain run under Lightning's SimpleProfiler, nothing else")
     args = parser.parse_args()
 
     import ray
@@ -343,6 +362,9 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(num_cpus=None if args.gpu else 2, include_dashboard=False, log_to_driver=False)
     work = Path(args.work or tempfile.mkdtemp(prefix="lpray-bench-train-"))
+    if args.gpu and args.profile:
+        print(f"wrote {profile_plain_run(work, args.epochs)}")
+        return
     if args.gpu:
         result = gpu_bench(work, args.repeats, args.epochs, tuple(args.runs))
     else:

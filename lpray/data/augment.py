@@ -87,22 +87,25 @@ def warp_images(
     """
     n, _, height, width = images.shape
     out_h, out_w = out_size
-    full = torch.zeros((n, 3, 3), dtype=torch.float64, device=images.device)
-    full[:, :2] = matrices.to(torch.float64)
-    full[:, 2, 2] = 1.0
-    inverse = torch.linalg.inv(full)  # out pixel -> frame pixel
-    # affine_grid works in normalised [-1, 1] coordinates (align_corners=False: pixel centres).
-    to_pixels_out = torch.tensor(
-        [[out_w / 2, 0, out_w / 2 - 0.5], [0, out_h / 2, out_h / 2 - 0.5], [0, 0, 1]],
-        dtype=torch.float64,
-        device=images.device,
-    )
-    to_norm_in = torch.tensor(
-        [[2 / width, 0, (1 - width) / width], [0, 2 / height, (1 - height) / height], [0, 0, 1]],
-        dtype=torch.float64,
-        device=images.device,
-    )
-    theta = (to_norm_in @ inverse @ to_pixels_out)[:, :2].to(images.dtype)
+    m = matrices.to(torch.float64)
+    # Closed-form inverse (out pixel -> frame pixel); torch.linalg.inv would check for singular
+    # matrices with a device-to-host read, stalling a GPU training step.
+    a, b, tx = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
+    c, d, ty = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
+    det = a * d - b * c
+    p, q, s, u = d / det, -b / det, -c / det, a / det
+    r, v = -(p * tx + q * ty), -(s * tx + u * ty)
+    # theta = normalise(frame pixels) @ inverse @ denormalise(out pixels), in [-1, 1] coordinates
+    # (align_corners=False: pixel centres), composed element by element.
+    half_w, half_h = out_w / 2, out_h / 2
+    centre_x, centre_y = (out_w - 1) / 2, (out_h - 1) / 2
+    row_x = torch.stack([p * half_w, q * half_h, p * centre_x + q * centre_y + r], dim=-1)
+    row_y = torch.stack([s * half_w, u * half_h, s * centre_x + u * centre_y + v], dim=-1)
+    row_x = row_x * (2 / width)
+    row_y = row_y * (2 / height)
+    row_x[:, 2] += (1 - width) / width
+    row_y[:, 2] += (1 - height) / height
+    theta = torch.stack([row_x, row_y], dim=1).to(images.dtype)
     grid = F.affine_grid(theta, [n, images.shape[1], out_h, out_w], align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
