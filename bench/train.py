@@ -147,6 +147,13 @@ def measure(label: str, repeats: int, run: Any) -> dict[str, Any]:
         labeled.extend(lab[1:] or lab)
         unlabeled.extend(unl[1:] or unl)
         print(f"{label} run {repeat}: labeled/s {lab}, unlabeled/s {unl}, {walls[-1]:.1f} s")
+    return summary_row(label, labeled, unlabeled, walls)
+
+
+def summary_row(
+    label: str, labeled: list[float], unlabeled: list[float], walls: list[float]
+) -> dict[str, Any]:
+    """Medians of per-epoch rates and of wall times, with the values behind them."""
     return {
         "run": label,
         "labeled_frames_per_s": statistics.median(labeled),
@@ -316,15 +323,7 @@ def merge_measurements(label: str, found: list[dict[str, Any]]) -> dict[str, Any
     labeled = [v for row in found for v in row["labeled_per_epoch"]]
     unlabeled = [v for row in found for v in row["unlabeled_per_epoch"]]
     walls = [v for row in found for v in row["wall_per_run"]]
-    return {
-        "run": label,
-        "labeled_frames_per_s": statistics.median(labeled),
-        "unlabeled_frames_per_s": statistics.median(unlabeled),
-        "wall_s": statistics.median(walls),
-        "labeled_per_epoch": labeled,
-        "unlabeled_per_epoch": unlabeled,
-        "wall_per_run": walls,
-    }
+    return summary_row(label, labeled, unlabeled, walls)
 
 
 def profile_plain_run(work: Path, epochs: int) -> Path:

@@ -37,7 +37,7 @@ import math
 import os
 import tempfile
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -543,16 +543,17 @@ def _dali_training(
                 seed=_dali_seed(seed, shard_id, reader),
                 num_threads=_num_threads() if readers == 1 else 1,
             )
-            pipe.build()
-            found = pipe.epoch_size(dp.READER_NAME)
-            if found != n_samples:
-                raise VideoError(
-                    f"DALI counts {found} sequences in "
-                    f"{sorted({paths[r.video_index] for r in ranges})}, lpray's frame index "
-                    f"{n_samples}: a video's frame count differs between decoders; re-encode it "
-                    f"or use backend='pyav'"
+            pipes.append(
+                _built(
+                    pipe,
+                    n_samples,
+                    lambda found: (
+                        f"DALI counts {found} sequences in "
+                        f"{sorted({paths[r.video_index] for r in ranges})}, lpray's frame index "
+                        f"{n_samples}: a video's frame count differs between decoders"
+                    ),
                 )
-            pipes.append(pipe)
+            )
 
         def batches(pipe: Pipeline) -> Iterator[dict[str, torch.Tensor]]:
             for batch in dp.make_iterator(pipe, finite=False):
@@ -574,6 +575,18 @@ def _dali_training(
         # sync if they ran on the training thread: they run ahead on their own threads and
         # streams.
         yield from prefetched([batches(pipe) for pipe in pipes], device)
+
+
+def _built(pipe: Pipeline, expected: int, problem: Callable[[int], str]) -> Pipeline:
+    """Build ``pipe`` and check that its reader sees ``expected`` samples, the count lpray's own
+    frame index gives; a mismatch means the decoders disagree about a video's frames."""
+    from lpray.data import dali_pipeline as dp  # noqa: PLC0415
+
+    pipe.build()
+    found = pipe.epoch_size(dp.READER_NAME)
+    if found != expected:
+        raise VideoError(f"{problem(found)}: re-encode the video or use backend='pyav'")
+    return pipe
 
 
 _END = object()
@@ -804,16 +817,18 @@ def _dali_blocks(
             pad_tail=True,
             num_threads=_num_threads() if n_pipes == 1 else 1,
         )
-        pipe.build()
         expected = sum(math.ceil((stop - start) / chunk) for start, stop in mine)
-        found = pipe.epoch_size(dp.READER_NAME)
-        if found != expected:
-            raise VideoError(
-                f"{info.path}: DALI finds {found} chunks of {chunk} frames, lpray's frame index "
-                f"{info.n_frames} frames ({expected} chunks); the decoders disagree on the "
-                f"frame count: re-encode the video or use backend='pyav'"
+        pipes.append(
+            _built(
+                pipe,
+                expected,
+                lambda found, expected=expected: (
+                    f"{info.path}: DALI finds {found} chunks of {chunk} frames, lpray's frame "
+                    f"index {info.n_frames} frames ({expected} chunks); the decoders disagree on "
+                    f"the frame count"
+                ),
             )
-        pipes.append(pipe)
+        )
 
     size = np.array([[info.height, info.width]])
     blocks_per_segment = math.ceil((segments[0][1] - segments[0][0]) / chunk)
