@@ -110,11 +110,6 @@ def warp_images(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def warp_image(image: torch.Tensor, matrix: np.ndarray, out_size: tuple[int, int]) -> torch.Tensor:
-    """Warp one (C, H, W) float image with the frame->out affine ``matrix``."""
-    return warp_images(image[None], torch.as_tensor(matrix)[None], out_size)[0]
-
-
 def draw_photometric(rng: np.random.Generator, spec: AugmentSpec) -> np.ndarray:
     """Random ``[contrast factor, brightness shift, blur sigma (0: none)]`` for one image."""
     contrast = rng.uniform(1 - spec.contrast, 1 + spec.contrast) if spec.contrast > 0 else 1.0
@@ -162,12 +157,6 @@ def apply_photometric(
     return images.clamp(0, 1)
 
 
-def photometric(image: torch.Tensor, rng: np.random.Generator, spec: AugmentSpec) -> torch.Tensor:
-    """Random brightness, contrast and blur on a (C, H, W) image in [0, 1]."""
-    draw = torch.from_numpy(draw_photometric(rng, spec))
-    return apply_photometric(image[None], draw[None])[0]
-
-
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
@@ -187,8 +176,8 @@ def augment_batch(
     """The labeled-frame augmentation of a whole batch, where the batch is (the GPU, in training).
 
     Args:
-        raw: (N, C, 3, H, W) uint8 frames, or float frames in [0, 1] (C context frames; zero-padded to the batch's largest
-            frame, see :func:`warp_images`).
+        raw: (N, C, 3, H, W) uint8 frames (C context frames; zero-padded to the batch's
+            largest frame, see :func:`warp_images`).
         matrices: (N, 2, 3) frame->model-input affines (one per item, shared by its C frames).
         draws: (N, 3) photometric draws (one per item, shared by its C frames), or None.
         out_size: model input (H, W).
@@ -199,8 +188,7 @@ def augment_batch(
         :class:`lpray.data.labeled.LabeledDataset` builds on the CPU from the same draws.
     """
     n, c = raw.shape[:2]
-    images = raw.flatten(0, 1)
-    images = images.float() / 255.0 if images.dtype == torch.uint8 else images
+    images = raw.flatten(0, 1).float() / 255.0
     warped = warp_images(images, matrices.repeat_interleave(c, dim=0), out_size)
     if draws is not None:
         sigmas = None if blur_sigmas is None else [s for s in blur_sigmas for _ in range(c)]

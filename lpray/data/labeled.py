@@ -177,13 +177,13 @@ def context_paths(path: str, offsets: range) -> list[str]:
 
 
 def load_image(path: Path) -> torch.Tensor:
-    """An image file as a (3, H, W) float tensor in [0, 1] (greyscale is repeated to 3 channels)."""
+    """An image file as a (3, H, W) uint8 tensor (greyscale is repeated to 3 channels)."""
     try:
         with Image.open(path) as img:
             array = np.asarray(img.convert("RGB"), dtype=np.uint8)
     except (OSError, ValueError) as err:
         raise LabelError(f"{path}: cannot read image ({err})") from err
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float() / 255.0
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 class LabeledDataset(Dataset):
@@ -192,7 +192,7 @@ class LabeledDataset(Dataset):
     Each item: ``image`` (C, 3, H, W) normalised (C = 1, or 2*context + 1 neighbour frames),
     ``keypoints`` (K, 2) model-input pixels (NaN missing), ``keypoints_frame`` (K, 2) frame pixels,
     ``to_frame`` (2, 3) affine back to frame pixels, ``index`` in the LabeledFrames.
-    Images are decoded once and kept in memory: labeled sets are small.
+    Images are decoded once and kept in memory as uint8: labeled sets are small.
 
     ``defer_augment``: leave the warp and photometric changes to the device the batch goes to
     (:func:`lpray.data.augment.augment_batch`, applied by the training module after transfer).
@@ -262,7 +262,7 @@ class LabeledDataset(Dataset):
         draw = draw_photometric(np.random.default_rng(photo_seed), self.augment)
         if self.defer_augment:
             pixels = {
-                "raw": torch.stack([(img * 255.0).round().to(torch.uint8) for img in images]),
+                "raw": torch.stack(images),
                 "affine": torch.as_tensor(matrix, dtype=torch.float64),
                 "photometric": torch.from_numpy(draw),
             }
