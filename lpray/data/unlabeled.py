@@ -593,16 +593,20 @@ _END = object()
 
 
 def prefetched(
-    sources: Sequence[Iterator[dict[str, torch.Tensor]]], device: str, depth: int = 2
-) -> Iterator[dict[str, torch.Tensor]]:
-    """The sources' items, taken in turn (one from each, in order), each source produced
-    ``depth`` ahead on its own background thread.
+    sources: Sequence[Iterator[Any]],
+    device: str,
+    depth: int = 2,
+    schedule: Iterable[int] | None = None,
+) -> Iterator[Any]:
+    """The sources' items (dicts or tuples of tensors), taken in the order ``schedule`` names
+    sources (default: in turn, one from each), each source produced up to ``depth`` items ahead
+    on its own background thread.
 
     On a GPU each thread works on its own CUDA stream and waits for it before handing an item
     over, so its host read-backs wait only for its own copies, never for the training step's
     kernels on the default stream; the consumer marks each tensor as used on its stream so the
     allocator does not recycle it early. The sources' errors are re-raised here; the stream ends
-    when a source ends; closing this iterator stops the threads.
+    when the schedule does or when a source it asks ends; closing this iterator stops the threads.
     """
     import queue  # noqa: PLC0415
     import threading  # noqa: PLC0415
@@ -620,7 +624,7 @@ def prefetched(
                 continue
         return False
 
-    def produce(source: Iterator[dict[str, torch.Tensor]], ready: queue.Queue) -> None:
+    def produce(source: Iterator[Any], ready: queue.Queue) -> None:
         stream = torch.cuda.Stream(device=_device_id(device)) if gpu else None
         try:
             with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
@@ -639,15 +643,17 @@ def prefetched(
     ]
     for thread in threads:
         thread.start()
+    order = itertools.cycle(range(len(queues))) if schedule is None else schedule
     try:
-        for turn in itertools.count():
-            item = queues[turn % len(queues)].get()
+        for which in order:
+            item = queues[which].get()
             if item is _END:
                 return
             if isinstance(item, BaseException):
                 raise item
             if gpu:
-                for value in item.values():
+                values = item.values() if isinstance(item, dict) else item
+                for value in values:
                     if isinstance(value, torch.Tensor) and value.is_cuda:
                         value.record_stream(torch.cuda.current_stream(value.device))
             yield item
@@ -782,14 +788,13 @@ def _dali_blocks(
     """Consecutive blocks of ``chunk`` frames from ``decoders`` DALI pipelines.
 
     One pipeline reads a whole video at a few thousand frames/s on a GPU, below what the
-    network consumes. Several pipelines, each drained by its own thread, decode in parallel
-    (NVDEC has capacity for many streams; DESIGN.md section 8): the video is cut into segments
+    network consumes. Several pipelines, each drained by its own thread (:func:`prefetched`),
+    decode in parallel (NVDEC has capacity for many streams; DESIGN.md section 8): the video is
+    cut into segments
     (:func:`prediction_segments`), decoder ``p`` reads segments ``p, p + n, ...`` through a
     frame-range file list, and blocks are handed out in frame order. The tail is padded by the
     reader (``pad_mode="edge"``) because the experimental reader otherwise drops it.
     """
-    import queue  # noqa: PLC0415
-    import threading  # noqa: PLC0415
 
     from lpray.data import dali_pipeline as dp  # noqa: PLC0415
 
@@ -831,59 +836,34 @@ def _dali_blocks(
         )
 
     size = np.array([[info.height, info.width]])
-    blocks_per_segment = math.ceil((segments[0][1] - segments[0][0]) / chunk)
-    # Each decoder may run one segment ahead of the consumer (and no further: bounded memory).
-    queues = [queue.Queue(maxsize=blocks_per_segment + 1) for _ in pipes]
-    stop = threading.Event()
 
-    def drain(pipe: Pipeline, out: queue.Queue) -> None:
-        # On a GPU each drain thread copies DALI's output on its own CUDA stream: on the shared
-        # default stream, the read-back of the frame numbers below would wait for every network
-        # pass queued before it, and decoding would stall behind the model.
-        side = torch.cuda.Stream(device=_device_id(device)) if gpu else None
-        try:
-            with torch.cuda.stream(side) if side is not None else contextlib.nullcontext():
-                for batch in dp.make_iterator(pipe, finite=True):
-                    if not deliver(batch[0], out):
-                        return
-        except BaseException as error:  # noqa: BLE001 - re-raised in the consumer
-            out.put(error)
+    def decoded_blocks(pipe: Pipeline) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+        for batch in dp.make_iterator(pipe, finite=True):
+            item = batch[0]
+            _check_decoded_size(
+                item["decoded_shape"], size, [info.path], torch.zeros(1, dtype=torch.long)
+            )
+            yield item["frames"][0], item["frame_index"][0].cpu().numpy().astype(np.int64)
 
-    def deliver(item: dict[str, torch.Tensor], out: queue.Queue) -> bool:
-        """Check one decoded block and queue it; False when the consumer has stopped."""
-        _check_decoded_size(
-            item["decoded_shape"], size, [info.path], torch.zeros(1, dtype=torch.long)
-        )
-        # the read-back also waits for this stream's copy of the frames: they are complete
-        block = (item["frames"][0], item["frame_index"][0].cpu().numpy().astype(np.int64))
-        while not stop.is_set():
-            try:
-                out.put(block, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    threads = [
-        threading.Thread(target=drain, args=(pipe, out), daemon=True, name=f"lpray-dali-{p}")
-        for p, (pipe, out) in enumerate(zip(pipes, queues, strict=True))
+    # Segment j is decoder j mod n's; its blocks are taken from that decoder in a row. Each
+    # decoder may run one segment ahead of the consumer (and no further: bounded memory).
+    schedule = [
+        j % n_pipes
+        for j, (start, stop) in enumerate(segments)
+        for _ in range(math.ceil((stop - start) / chunk))
     ]
-    for thread in threads:
-        thread.start()
+    blocks_per_segment = math.ceil((segments[0][1] - segments[0][0]) / chunk)
     try:
-        for j, (start, stop_frame) in enumerate(segments):
-            for _ in range(math.ceil((stop_frame - start) / chunk)):
-                item = queues[j % n_pipes].get()
-                if isinstance(item, BaseException):
-                    raise item
-                frames, index = item
-                if gpu:  # made on a drain thread's stream, used on this one (see drain)
-                    frames.record_stream(torch.cuda.current_stream(frames.device))
+        stream = prefetched(
+            [decoded_blocks(pipe) for pipe in pipes],
+            device if gpu else "cpu",
+            depth=blocks_per_segment + 1,
+            schedule=schedule,
+        )
+        with contextlib.closing(stream):
+            for frames, index in stream:
                 yield frames.to(device), index
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=5)
         del pipes
         folder.cleanup()
 
