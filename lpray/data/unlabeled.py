@@ -790,9 +790,8 @@ def _dali_blocks(
     One pipeline reads a whole video at a few thousand frames/s on a GPU, below what the
     network consumes. Several pipelines, each drained by its own thread (:func:`prefetched`),
     decode in parallel (NVDEC has capacity for many streams; DESIGN.md section 8): the video is
-    cut into segments
-    (:func:`prediction_segments`), decoder ``p`` reads segments ``p, p + n, ...`` through a
-    frame-range file list, and blocks are handed out in frame order. The tail is padded by the
+    cut into segments (:func:`prediction_segments`), decoder ``p`` reads segments
+    ``p, p + n, ...`` through a frame-range file list, and blocks are handed out in frame order. The tail is padded by the
     reader (``pad_mode="edge"``) because the experimental reader otherwise drops it.
     """
 
