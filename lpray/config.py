@@ -129,7 +129,8 @@ class TrainingConfig:
     unlabeled_sequences: int = 1  # unlabeled sequences per step (per worker)
     sequence_length: int = 16  # frames per unlabeled sequence
     # DALI pipelines decoding unlabeled sequences in parallel, per worker (0: 4 on a GPU, else 1).
-    # Random-access decoding of long-GOP video bounds semi-supervised training on a GPU.
+    # Each random sequence of long-GOP video is a seek plus a decode from the previous keyframe;
+    # on one H100, 4 readers vs 1 gave +7% training frames/s (bench/README.md).
     unlabeled_readers: int = 0
     # Small label sets repeat their frames (new augmentation each time) so that an epoch has at
     # least this many steps per worker; 0: an epoch is one pass over the labeled frames.
@@ -141,8 +142,8 @@ class TrainingConfig:
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     precision: Literal["32", "bf16-mixed", "16-mixed"] = "32"
     channels_last: bool = False
-    # torch.compile the backbone (training): a minute or two of compiling at the first step,
-    # then faster steps on a GPU; worth it for long runs only.
+    # torch.compile the backbone (training): a minute or two of compiling at the first step. On
+    # one H100 it did not speed a ResNet-50 semi-supervised step up (bench/README.md).
     compile: bool = False
     num_workers: int = 0  # DataLoader worker processes for labeled frames
     # Where labeled frames are warped and photometrically augmented: "loader" (CPU workers),

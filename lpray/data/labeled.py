@@ -198,8 +198,8 @@ class LabeledDataset(Dataset):
     (:func:`lpray.data.augment.augment_batch`, applied by the training module after transfer).
     Items then carry ``raw`` (C, 3, H, W) uint8 frames, ``affine`` (2, 3) float64 frame->model
     matrix and ``photometric`` (3,) draws instead of ``image``; the random draws are the same.
-    On a GPU this moves the per-frame work out of the CPU loader workers, which otherwise bound
-    the training step.
+    On a GPU this moves the per-frame work out of the CPU loader workers (few CPUs per GPU on
+    cloud nodes).
 
     ``length`` (>= the number of frames) makes one pass over the dataset visit every frame
     ``length / len(frames)`` times, each visit with its own augmentation draw: with 16 labels and

@@ -390,8 +390,7 @@ def make_unlabeled_loader(
         device: "cpu" or "cuda[:N]"; where the tensors are delivered (and, for DALI, decoded).
         readers: DALI pipelines decoding in parallel, their batches taken in turn (each with
             its own seeds; 1 keeps the single-reader stream). A random 16-frame sequence of
-            long-GOP H.264 costs a seek and a decode from the previous keyframe, and one reader
-            bounds semi-supervised training on a GPU. Ignored by PyAV.
+            long-GOP H.264 costs a seek and a decode from the previous keyframe. Ignored by PyAV.
 
     Returns:
         An iterator of dicts: ``frames`` float32 (B, S, 3, H, W) normalised; ``frame_index``

@@ -190,7 +190,7 @@ class PoseModule(pl.LightningModule):
         # Tensors, not floats: Lightning reads them back only when it writes the log, so the
         # step never waits for the GPU (a float() here is a device sync per loss per step).
         self.log_dict(
-            {f"train/{k}": torch.as_tensor(v).detach() for k, v in logged.items()},
+            {f"train/{k}": v for k, v in logged.items()},  # already detached
             batch_size=batch_size,
         )
         self.log("train/anneal", anneal, batch_size=batch_size)
