@@ -255,13 +255,15 @@ def with_compile(values: dict[str, Any]) -> dict[str, Any]:
 
 
 # The runs ``--gpu`` can make (``--runs`` picks some; one device call cannot hold them all).
-GPU_RUNS = ("plain-loader", "plain-device", "ray-device", "plain-device-compiled", "plain-1-reader")
+GPU_RUNS = ("plain-loader", "plain-device", "ray-device", "plain-device-compiled", "plain-1-reader",
+            "plain-device-graphs")
 GPU_RUN_LABELS = {
     "plain-loader": "plain, augment in loader",
     "plain-device": "plain, augment on GPU",
     "plain-1-reader": "plain, augment on GPU, 1 video reader",
     "ray-device": "ray 1 worker x 1 GPU, augment on GPU",
     "plain-device-compiled": "plain, augment on GPU, compiled backbone",
+    "plain-device-graphs": "plain, augment on GPU, CUDA-graphed backbone",
 }
 
 
@@ -288,6 +290,9 @@ def gpu_bench(
         ),
         "plain-device-compiled": lambda r: plain_run(
             run_config(with_compile(device_cfg), work, f"gpu-plain-compiled-r{r}", epochs)
+        ),
+        "plain-device-graphs": lambda r: plain_run(
+            run_config(with_training(device_cfg, cuda_graphs=True), work, f"gpu-graphs-r{r}", epochs)
         ),
     }
     per_run: dict[str, list[dict[str, Any]]] = {name: [] for name in names}

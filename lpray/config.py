@@ -145,6 +145,10 @@ class TrainingConfig:
     # torch.compile the backbone (training): a minute or two of compiling at the first step. On
     # one H100 it did not speed a ResNet-50 semi-supervised step up (bench/README.md).
     compile: bool = False
+    # CUDA-graph the backbone's training forward + backward (one GPU, fixed step shape): eager
+    # PyTorch launches ~1,000 kernels a step from Python, which on one H100 took longer on the
+    # host than the GPU took to run them (bench/README.md, bench/profile_train.py).
+    cuda_graphs: bool = False
     num_workers: int = 0  # DataLoader worker processes for labeled frames
     # Where labeled frames are warped and photometrically augmented: "loader" (CPU workers),
     # "device" (the training device, a batch at a time), "auto" (device on a GPU, else loader).

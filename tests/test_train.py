@@ -87,10 +87,11 @@ def test_predict_video_and_labeled_csv(trained, tiny_project, tmp_path):
 
 
 def test_rerun_resumes_and_continues_for_more_epochs(trained, tiny_project):
-    cfg = config_from_dict(
-        tiny_config(tiny_project, trained, losses=SEMI, training={"max_epochs": 3})
-    )
-    train(cfg)
+    # cuda_graphs on a CPU run: refused with a warning, and training goes on eagerly
+    training = {"max_epochs": 3, "cuda_graphs": True}
+    cfg = config_from_dict(tiny_config(tiny_project, trained, losses=SEMI, training=training))
+    with pytest.warns(UserWarning, match="cuda_graphs ignored: it needs a CUDA device"):
+        train(cfg)
     metrics = pd.read_csv(trained / "metrics.csv")
     assert list(metrics["epoch"]) == [0, 1, 2]  # epochs 0-1 kept, not re-run; epoch 2 added
     summary = json.loads((trained / "summary.json").read_text())

@@ -8,6 +8,7 @@ an image and to its keypoints with the same matrix keeps labels exact, and its i
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -161,9 +162,17 @@ IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
 IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
+@functools.lru_cache(maxsize=16)
+def _imagenet_stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ImageNet mean and std on ``device``, copied there once: a copy per call is a blocking
+    host-to-device copy (a device sync in every training step on a GPU)."""
+    return IMAGENET_MEAN.to(device, dtype), IMAGENET_STD.to(device, dtype)
+
+
 def normalize(image: torch.Tensor) -> torch.Tensor:
     """(..., 3, H, W) in [0, 1] -> ImageNet-normalised."""
-    return (image - IMAGENET_MEAN.to(image)) / IMAGENET_STD.to(image)
+    mean, std = _imagenet_stats(image.device, image.dtype)
+    return (image - mean) / std
 
 
 def augment_batch(

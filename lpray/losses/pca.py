@@ -19,6 +19,7 @@ Fitting is numpy float64 (once per run); application is torch (differentiable, a
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -324,6 +325,13 @@ def fit_multiview_pca(
     return _build(arr, groups, "multiview", n_components, 1.0, epsilon_percentile)
 
 
+@functools.lru_cache(maxsize=64)
+def _group_index(groups: tuple[tuple[int, ...], ...], device: torch.device) -> torch.Tensor:
+    """``groups`` as a long tensor on ``device``, made once: building it each call is a blocking
+    host-to-device copy (a device sync in every training step)."""
+    return torch.tensor(groups, dtype=torch.long, device=device)
+
+
 def pca_reprojection_error(pca: PosePCA, keypoints: torch.Tensor) -> torch.Tensor:
     """Euclidean distance (pixels) between each covered keypoint and its PCA reprojection.
 
@@ -341,7 +349,7 @@ def pca_reprojection_error(pca: PosePCA, keypoints: torch.Tensor) -> torch.Tenso
         raise ValueError(
             f"PCA covers keypoint index {top} but keypoints have only {keypoints.shape[-2]}"
         )
-    groups = torch.tensor(pca.groups, dtype=torch.long, device=keypoints.device)
+    groups = _group_index(tuple(tuple(g) for g in pca.groups), keypoints.device)
     g, m = groups.shape
     lead = keypoints.shape[:-2]
     obs = keypoints[..., groups.flatten(), :].reshape(*lead, g, 2 * m)

@@ -46,8 +46,12 @@ def _rescale(xy: torch.Tensor, src: Size2, dst: Size2) -> torch.Tensor:
     _check_xy(xy)
     (sh, sw), (dh, dw) = src, dst
     dtype = xy.dtype if xy.is_floating_point() else torch.float32
-    scale = torch.tensor([dw / sw, dh / sh], dtype=dtype, device=xy.device)
-    return (xy.to(dtype) + 0.5) * scale - 0.5
+    xy = xy.to(dtype)
+    # Python-scalar factors: a torch.tensor(..., device=cuda) here is a blocking host-to-device
+    # copy, i.e. a device sync in every training step's losses.
+    x = (xy[..., 0] + 0.5) * (dw / sw) - 0.5
+    y = (xy[..., 1] + 0.5) * (dh / sh) - 0.5
+    return torch.stack([x, y], dim=-1)
 
 
 def image_to_heatmap(xy: torch.Tensor, image_size: Size2, heatmap_size: Size2) -> torch.Tensor:

@@ -9,6 +9,9 @@ coordinate space: the video's own pixels.
 
 from __future__ import annotations
 
+import gc
+import inspect
+import warnings
 from typing import Any
 
 import pytorch_lightning as pl
@@ -29,6 +32,18 @@ def map_points(to_frame: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     flat = points.reshape(shape[0], -1, 2)
     mapped = flat @ to_frame[:, :, :2].transpose(1, 2) + to_frame[:, None, :, 2]
     return mapped.reshape(shape)
+
+
+class _Forward(torch.nn.Module):
+    """A module that calls ``backbone``: what gets CUDA-graphed, leaving the backbone itself (and
+    its eager forward for other shapes and for evaluation) untouched."""
+
+    def __init__(self, backbone: torch.nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.backbone(frames)
 
 
 class PoseModule(pl.LightningModule):
@@ -66,6 +81,70 @@ class PoseModule(pl.LightningModule):
 
     def on_fit_start(self) -> None:
         self.pcas = {name: pca.to(self.device) for name, pca in self.pcas.items()}
+
+    def on_train_start(self) -> None:
+        # Before the first batch: no loader or decoder thread issues CUDA calls during capture.
+        self.__dict__["_graphed_backbone"] = None  # not a submodule: no state_dict entries
+        if self.cfg.training.cuda_graphs:
+            self.__dict__["_graphed_backbone"] = self._capture_backbone()
+
+    def _capture_backbone(self) -> tuple[tuple[int, ...], torch.nn.Module] | None:
+        """The backbone's training forward + backward as CUDA graphs, for the step's input shape
+        (labeled frames, then unlabeled ones); other shapes, eval mode and CPU run eagerly."""
+        t = self.cfg.training
+        problems = {
+            "needs a CUDA device": self.device.type != "cuda",
+            "needs one process (no DDP)": self.trainer.world_size > 1,
+            "does not combine with training.compile": t.compile,
+            "needs an unfrozen backbone (unfreeze_epoch 0)": t.unfreeze_epoch > 0,
+        }
+        why = [text for text, found in problems.items() if found]
+        if why:
+            warnings.warn(f"training.cuda_graphs ignored: it {why[0]}", stacklevel=2)
+            return None
+        frames = t.batch_size * (2 * self.model.context + 1)
+        if self.unsupervised_weights:
+            frames += t.unlabeled_sequences * t.sequence_length
+        shape = (frames, 3, *self.image_size)
+        wrapper = _Forward(self.model.backbone).train()
+        saved = [b.detach().clone() for b in self.model.backbone.buffers()]
+        half = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(t.precision)
+        options = {}
+        if "capture_error_mode" in inspect.signature(torch.cuda.make_graphed_callables).parameters:
+            options["capture_error_mode"] = "thread_local"  # other threads may use CUDA meanwhile
+        gc.collect()
+        gc.disable()  # no finaliser (a CUDA free, a stream destroyed) runs during the capture
+        try:
+            with (
+                torch.enable_grad(),
+                torch.autocast(
+                    "cuda",
+                    dtype=half or torch.float32,
+                    enabled=half is not None,
+                    cache_enabled=False,
+                ),
+            ):
+                sample = torch.randn(shape, device=self.device)
+                torch.cuda.make_graphed_callables(wrapper, (sample,), **options)
+        except Exception as error:  # noqa: BLE001 - a failed capture leaves the eager step
+            warnings.warn(
+                f"training.cuda_graphs: capture failed, eager backbone ({error})", stacklevel=2
+            )
+            return None
+        finally:
+            gc.enable()
+            with torch.no_grad():  # undo the capture's warm-up passes on BatchNorm statistics
+                for buffer, value in zip(self.model.backbone.buffers(), saved):
+                    buffer.copy_(value)
+        return shape, wrapper
+
+    def backbone_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """The backbone on a training step's frames: the CUDA graphs when captured and the shape
+        matches, else eager."""
+        graphed = self.__dict__.get("_graphed_backbone")
+        if graphed is not None and self.training and tuple(frames.shape) == graphed[0]:
+            return graphed[1](frames)
+        return self.model.backbone(frames)
 
     # -- checkpoint: the PCA fits travel with the weights --------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -172,7 +251,9 @@ class PoseModule(pl.LightningModule):
             # near-identical frames of one video clip dominate the statistics, and measured on
             # the synthetic set that made every unsupervised weight hurt.
             frames = unlabeled["frames"].to(images.dtype)
-            features = self.model.backbone(torch.cat([images.flatten(0, 1), frames.flatten(0, 1)]))
+            features = self.backbone_features(
+                torch.cat([images.flatten(0, 1), frames.flatten(0, 1)])
+            )
             labeled_count = images.shape[0] * images.shape[1]
             outputs = self.model.labeled_heads(features[:labeled_count], n)
             supervised = self.supervised_loss(labeled, outputs)
@@ -193,7 +274,8 @@ class PoseModule(pl.LightningModule):
             {f"train/{k}": v for k, v in logged.items()},  # already detached
             batch_size=batch_size,
         )
-        self.log("train/anneal", anneal, batch_size=batch_size)
+        # A float would become a device tensor through a blocking copy (a sync); fill one instead.
+        self.log("train/anneal", torch.full((), anneal, device=total.device), batch_size=batch_size)
         # The mean over ranks (an all-reduce per step) only where there are several ranks.
         self.log(
             "train_loss",
