@@ -98,3 +98,31 @@ def test_rerun_resumes_and_continues_for_more_epochs(trained, tiny_project):
     assert summary["train_steps"] == int(
         np.ceil(summary["n_train_frames"] / 8)
     )  # only the new epoch
+
+
+def test_step_logs_are_made_only_on_the_steps_lightning_writes(tiny_project, tmp_path):
+    """training_step logs every ``log_every_n_steps`` optimizer steps (the others cost host time
+    and were never written): every written row has all the step's values, and no log call is
+    made for steps that are not written."""
+    from unittest import mock
+
+    from lpray.train.module import PoseModule
+
+    training = {"log_every_n_steps": 2, "max_epochs": 3, "batch_size": 4}
+    cfg = config_from_dict(tiny_config(tiny_project, tmp_path / "m", losses=SEMI, training=training))
+    calls = []
+    original = PoseModule._log_step
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.trainer.global_step)
+        return original(self, *args, **kwargs)
+
+    with mock.patch.object(PoseModule, "_log_step", counting):
+        model_dir = train(cfg)
+    logs = pd.read_csv(model_dir / "logs" / "metrics.csv")
+    written = logs.dropna(subset=["train_loss"])
+    steps = json.loads((model_dir / "summary.json").read_text())["train_steps"]
+    assert steps >= 6
+    assert calls == [s for s in range(steps) if (s + 1) % 2 == 0]
+    assert list(written["step"]) == calls
+    assert written[["train/anneal", "train/temporal"]].notna().all().all()

@@ -267,7 +267,24 @@ class PoseModule(pl.LightningModule):
             self.cfg.losses.supervised_weight,
             anneal,
         )
-        batch_size = n
+        if self._writes_logs_this_step():
+            self._log_step(total, logged, anneal, batch_size=n)
+        return total
+
+    def _writes_logs_this_step(self) -> bool:
+        """Whether Lightning writes the step's logs (every ``log_every_n_steps`` optimizer steps).
+
+        Logging only then is the same output: on the other steps ``self.log`` only costs host
+        time (measured on one H100 as a visible share of an eager step, bench/README.md).
+        """
+        every = self.trainer.log_every_n_steps
+        return every > 0 and (
+            (self.trainer.global_step + 1) % every == 0 or self.trainer.should_stop
+        )
+
+    def _log_step(
+        self, total: torch.Tensor, logged: dict[str, torch.Tensor], anneal: float, batch_size: int
+    ) -> None:
         # Tensors, not floats: Lightning reads them back only when it writes the log, so the
         # step never waits for the GPU (a float() here is a device sync per loss per step).
         self.log_dict(
@@ -276,7 +293,7 @@ class PoseModule(pl.LightningModule):
         )
         # A float would become a device tensor through a blocking copy (a sync); fill one instead.
         self.log("train/anneal", torch.full((), anneal, device=total.device), batch_size=batch_size)
-        # The mean over ranks (an all-reduce per step) only where there are several ranks.
+        # The mean over ranks (an all-reduce) only where there are several ranks.
         self.log(
             "train_loss",
             total.detach(),
@@ -284,7 +301,6 @@ class PoseModule(pl.LightningModule):
             batch_size=batch_size,
             sync_dist=self.trainer.world_size > 1,
         )
-        return total
 
     def on_validation_epoch_start(self) -> None:
         self._val_error_sum, self._val_error_count = 0.0, 0
@@ -308,7 +324,12 @@ class PoseModule(pl.LightningModule):
 
     def configure_optimizers(self) -> Any:
         t = self.cfg.training
-        optimizer = torch.optim.Adam(self.parameters(), lr=t.lr, weight_decay=t.weight_decay)
+        # fused: one kernel for the whole update on a GPU (the per-tensor loop cost 4-8 ms of host
+        # time a step on one H100, bench/profile_train.py)
+        fused = next(self.parameters()).is_cuda
+        optimizer = torch.optim.Adam(
+            self.parameters(), lr=t.lr, weight_decay=t.weight_decay, fused=fused or None
+        )
         # Lightning Pose halves the rate at epochs 150/200/250 of 300; keep those fractions.
         milestones = sorted({max(1, int(t.max_epochs * f)) for f in (0.5, 2 / 3, 5 / 6)})
         scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.5)
