@@ -153,6 +153,11 @@ class TrainingConfig:
     # Where labeled frames are warped and photometrically augmented: "loader" (CPU workers),
     # "device" (the training device, a batch at a time), "auto" (device on a GPU, else loader).
     labeled_augment_on: Literal["auto", "loader", "device"] = "auto"
+    # Labeled-frame augmentation preset (lpray.data.augment.AUGMENT_PRESETS): "mild" (small
+    # rotation/zoom/shift, contrast, brightness, blur), "strong" (modelled on Lightning Pose's
+    # "dlc" preset: +-25 deg rotations, crops, motion blur, coarse dropout, salt/pepper blobs;
+    # more accurate with few labels, bench/peers), or "none".
+    augmentation: Literal["none", "mild", "strong"] = "mild"
     val_every_n_epochs: int = 1
     log_every_n_steps: int = 5
     output_dir: str = "outputs/model"

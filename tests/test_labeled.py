@@ -146,8 +146,12 @@ def test_min_steps_per_epoch_sets_the_epoch_length(tmp_path):
 
     make_project(tmp_path, n=6, size=(64, 64))
     frames = read_labeled_frames(tmp_path)
-    cfg = config_from_dict({"data": {"root": str(tmp_path), "image_size": [64, 64]},
-                            "training": {"batch_size": 4, "min_steps_per_epoch": 5}})
+    cfg = config_from_dict(
+        {
+            "data": {"root": str(tmp_path), "image_size": [64, 64]},
+            "training": {"batch_size": 4, "min_steps_per_epoch": 5},
+        }
+    )
     bundle = types.SimpleNamespace(frames=frames)
     train = labeled_loader(cfg, bundle, np.arange(6), True, 0)
     assert len(train) == 5 and len(train.dataset) == 20
@@ -162,12 +166,14 @@ def test_context_paths_follow_frame_numbers():
     assert context_paths("a/img1.png", range(-2, 1)) == ["a/img0.png", "a/img0.png", "a/img1.png"]
 
 
-def test_augmentation_deferred_to_the_device_matches_the_loader(tmp_path):
+@pytest.mark.parametrize("preset", ["mild", "strong"])
+def test_augmentation_deferred_to_the_device_matches_the_loader(tmp_path, preset):
     """Frames augmented a batch at a time after transfer (training.labeled_augment_on=device)
-    equal the loader's per-frame augmentation with the same draws, blur included, for a batch
-    mixing frame sizes (zero-padded in the collate), and the module's transfer hook applies it."""
+    equal the loader's per-frame augmentation with the same draws (blur, motion blur and
+    occlusion included), for a batch mixing frame sizes (zero-padded in the collate), and the
+    module's transfer hook applies it."""
     from lpray.config import load_config
-    from lpray.data.augment import augment_batch
+    from lpray.data.augment import AUGMENT_PRESETS, DRAW_KEYS, augment_batch
     from lpray.train.data import _collate_labeled
     from lpray.train.module import PoseModule
 
@@ -176,8 +182,11 @@ def test_augmentation_deferred_to_the_device_matches_the_loader(tmp_path):
     bigger[40:44, 50:54] = 200
     Image.fromarray(bigger, mode="L").save(tmp_path / "labeled-data" / "img001.png")
     frames = read_labeled_frames(tmp_path)
-    spec = AugmentSpec(rotation_deg=25, scale=0.2, shift=0.08, brightness=0.2, contrast=0.3,
-                       blur_prob=0.5)
+    spec = AUGMENT_PRESETS[preset]
+    if preset == "mild":
+        spec = AugmentSpec(
+            rotation_deg=25, scale=0.2, shift=0.08, brightness=0.2, contrast=0.3, blur_prob=0.5
+        )
     loader_side = LabeledDataset(frames, (64, 64), spec, seed=3, length=8)
     deferred = LabeledDataset(frames, (64, 64), spec, seed=3, length=8, defer_augment=True)
     for dataset in (loader_side, deferred):
@@ -186,13 +195,29 @@ def test_augmentation_deferred_to_the_device_matches_the_loader(tmp_path):
     batch = _collate_labeled([deferred[i] for i in range(8)])
     assert "image" not in batch and batch["raw"].dtype == torch.uint8
     assert batch["raw"].shape[-2:] == (110, 140)  # padded to the largest frame
-    assert 0 < sum(s > 0 for s in batch["blur_sigmas"]) < 8  # both blur branches are exercised
+    blurred = [
+        not torch.equal(
+            k,
+            batch["blur_kernel"][0]
+            .new_zeros(k.shape)
+            .index_put_((torch.tensor(k.shape[0] // 2),) * 2, torch.tensor(1.0)),
+        )
+        for k in batch["blur_kernel"]
+    ]
+    assert 0 < sum(blurred) < 8  # both blur branches are exercised
+    if preset == "strong":
+        occluded = [bool(codes.any()) for codes in batch["occlusion"]]
+        assert 0 < sum(occluded) < 8
     torch.testing.assert_close(batch["keypoints"], expected["keypoints"])
-    images = augment_batch(batch["raw"], batch["affine"], batch["photometric"], (64, 64),
-                           batch["blur_sigmas"])
-    torch.testing.assert_close(images, expected["image"], atol=1e-4, rtol=0)  # 1 grey level is 0.017
+    draws = {key: batch[key] for key in DRAW_KEYS if key in batch}
+    images = augment_batch(batch["raw"], draws, (64, 64))
+    torch.testing.assert_close(
+        images, expected["image"], atol=1e-4, rtol=0
+    )  # 1 grey level is 0.017
 
     module = PoseModule(load_config(None, ["data.image_size=[64,64]"]).to_dict(), ["nose", "tail"])
     hooked = module.on_after_batch_transfer({"labeled": dict(batch), "unlabeled": None}, 0)
     assert set(hooked["labeled"]) == {"image", "keypoints", "keypoints_frame", "to_frame", "index"}
-    torch.testing.assert_close(hooked["labeled"]["image"], expected["image"], atol=1e-4, rtol=0)  # 1 grey level is 0.017
+    torch.testing.assert_close(
+        hooked["labeled"]["image"], expected["image"], atol=1e-4, rtol=0
+    )  # 1 grey level is 0.017

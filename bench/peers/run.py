@@ -264,6 +264,7 @@ class Settings:
     val_every: int
     num_workers: int | None
     peer_imgaug: str
+    lpray_augmentation: str
     peer_reader: str | None
     peer_pythonpath: str | None
     data_root: str
@@ -297,6 +298,7 @@ def lpray_config(settings: Settings, seed: int, output_dir: Path) -> dict[str, A
         "output_dir": str(output_dir),
         "accelerator": "gpu" if settings.gpu else "cpu",
         "progress_bar": False,
+        "augmentation": settings.lpray_augmentation,
     }
     if settings.num_workers is not None:
         training["num_workers"] = settings.num_workers
@@ -764,7 +766,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--peer-imgaug",
         default="dlc",
-        help="LP augmentation preset (lpray always augments; 'dlc' is LP's example's)",
+        help="LP augmentation preset ('dlc' is LP's example's)",
+    )
+    p.add_argument(
+        "--lpray-augmentation",
+        default="strong",
+        choices=["none", "mild", "strong"],
+        help="lpray's training.augmentation preset ('strong' is modelled on LP's 'dlc')",
+    )
+    p.add_argument(
+        "--reuse-peer",
+        type=Path,
+        default=None,
+        help="take the peer's side from an earlier result JSON of the same settings instead of "
+        "running it again (the peer's code, config and seeds are unchanged; stated in the notes)",
     )
     p.add_argument(
         "--peer-reader",
@@ -826,6 +841,7 @@ def resolve_settings(args: argparse.Namespace, split: dict[str, list[str]]) -> S
         val_every=args.val_every,
         num_workers=args.num_workers,
         peer_imgaug=args.peer_imgaug,
+        lpray_augmentation=args.lpray_augmentation,
         peer_reader=args.peer_reader,
         peer_pythonpath=args.peer_pythonpath,
         # Absolute: each package runs with its own working directory.
@@ -837,6 +853,33 @@ def resolve_settings(args: argparse.Namespace, split: dict[str, list[str]]) -> S
     )
 
 
+def reused_peer_side(path: Path, settings: Settings) -> dict[str, Any]:
+    """The peer's runs from an earlier result JSON, refused unless its shared settings match."""
+    earlier = json.loads(path.read_text())
+    shared = (
+        "steps",
+        "gpu",
+        "batch_size",
+        "image_size",
+        "backbone",
+        "peer_imgaug",
+        "split_file",
+        "val_every",
+        "num_workers",
+    )
+    differing = [k for k in shared if earlier["settings"].get(k) != getattr(settings, k)]
+    runs = [r for r in earlier["peer"]["runs"] if r["seed"] in settings.seeds]
+    if differing or len(runs) != len(settings.seeds):
+        raise SystemExit(f"{path}: its settings differ from this run's in {differing or 'seeds'}")
+    peer = {k: v for k, v in earlier["peer"].items() if k != "summary"} | {"runs": runs}
+    settings.notes.append(
+        f"The peer's side is REUSED from {path.name} (created {earlier['created']}, same machine "
+        "kind, same peer version, config and seeds); lpray ran now. Speed ratios therefore "
+        "compare two runs of the same idle machine, not one interleaved run."
+    )
+    return peer
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.perf_counter()
@@ -844,7 +887,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = resolve_settings(args, split)
     peer_python = args.peer_python or str(args.peer_venv / "bin" / "python")
     lpray_cmd = args.lpray_cmd.split() if args.lpray_cmd else [sys.executable, "-m", "lpray.cli"]
-    if not args.skip_peer and not Path(peer_python).exists() and not shutil.which(peer_python):
+    runs_peer = not args.skip_peer and args.reuse_peer is None
+    if runs_peer and not Path(peer_python).exists() and not shutil.which(peer_python):
         raise SystemExit(
             f"peer interpreter {peer_python} not found: run "
             "bash bench/peers/install_peer.sh first (or pass --skip-peer)"
@@ -852,7 +896,7 @@ def main(argv: list[str] | None = None) -> int:
     Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
     machine = machine_description(
         sys.executable,
-        None if args.skip_peer else peer_python,
+        peer_python if runs_peer else None,
         child_env(settings, extra_pythonpath=str(REPO)),
         child_env(settings, extra_pythonpath=settings.peer_pythonpath),
     )
@@ -863,7 +907,9 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     lp = None if args.skip_lpray else run_lpray(settings, lpray_cmd, split)
-    peer = None if args.skip_peer else run_peer(settings, peer_python, split)
+    peer = run_peer(settings, peer_python, split) if runs_peer else None
+    if args.reuse_peer is not None:
+        peer = reused_peer_side(args.reuse_peer, settings)
     lp_sum = summarize(lp) if lp else None
     peer_sum = summarize(peer) if peer else None
     rows = build_table(lp_sum, peer_sum, settings.gpu)

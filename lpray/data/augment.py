@@ -1,9 +1,15 @@
-"""Geometric and photometric augmentation with the keypoints moved alongside the image.
+"""Geometric, photometric and occlusion augmentation, with the keypoints moved alongside the image.
 
-Every geometric change (resize, rotation, scale, shift) is one 2x3 affine matrix that maps
-FRAME pixel coordinates to MODEL-INPUT pixel coordinates (pixel centres at integers). Applying it to
-an image and to its keypoints with the same matrix keeps labels exact, and its inverse
+Every geometric change (crop/pad, resize, rotation, scale, shift) is one 2x3 affine matrix that
+maps FRAME pixel coordinates to MODEL-INPUT pixel coordinates (pixel centres at integers). Applying
+it to an image and to its keypoints with the same matrix keeps labels exact, and its inverse
 (``to_frame``) maps predictions back to frame pixels, where errors and unsupervised losses live.
+
+The work is split in two so that it can run on a GPU a whole batch at a time: :func:`draw`
+makes every random choice for one item on the CPU (a numpy generator seeded per item, so runs are
+reproducible), as small arrays (the affine, contrast/brightness, a blur kernel, an occlusion
+code map); :func:`augment_batch` applies a batch of such draws with tensor operations only, on
+whatever device the frames are (CPU loader workers or the training GPU), with the same result.
 """
 
 from __future__ import annotations
@@ -19,25 +25,104 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """Ranges of the random augmentation (all zero means none)."""
+    """Ranges and probabilities of the random augmentation of labeled frames (zeros: none).
+
+    Geometry: with probability ``crop_prob`` each side of the frame is cropped (or, when
+    negative, zero-padded) by up to ``crop`` of the frame size, independently, before the resize;
+    with probability ``rotation_prob`` a rotation of up to ``rotation_deg``; then a zoom in
+    ``1 +- scale`` and a shift of up to ``shift`` of the output size. Photometric: contrast and
+    brightness always, a Gaussian blur (``blur_prob``), a motion blur along a random direction
+    (``motion_blur_prob``, a line ``motion_blur_size`` pixels long). Occlusion, on grids whose
+    cell counts are fractions of the FRAME size (as Lightning Pose's imgaug presets, which work
+    on frames before the resize): coarse dropout (``dropout_prob``: ``dropout_fraction`` of the
+    cells of a ``dropout_grid`` grid go black, per colour channel in ``dropout_per_channel`` of
+    the cases) and white / black blobs (``salt_prob`` / ``pepper_prob``: ``blob_fraction`` of the
+    cells of a coarser grid, ``blob_grid`` of the frame size, drawn per image).
+    """
 
     rotation_deg: float = 10.0
+    rotation_prob: float = 1.0
     scale: float = 0.1  # relative: zoom in [1 - scale, 1 + scale]
     shift: float = 0.05  # fraction of the output size
+    crop: float = 0.0  # per side, fraction of the frame size; negative draws pad
+    crop_prob: float = 0.0
     brightness: float = 0.2  # additive, fraction of the full range
     contrast: float = 0.2  # multiplicative about the mean
     blur_prob: float = 0.2  # probability of a small Gaussian blur
     blur_sigma: float = 1.0
+    motion_blur_prob: float = 0.0
+    motion_blur_size: int = 5
+    dropout_prob: float = 0.0
+    dropout_fraction: float = 0.02
+    dropout_grid: float = 0.3
+    dropout_per_channel: float = 0.5
+    salt_prob: float = 0.0
+    pepper_prob: float = 0.0
+    blob_fraction: float = 0.01
+    blob_grid: tuple[float, float] = (0.05, 0.1)
+
+    @property
+    def occludes(self) -> bool:
+        return max(self.dropout_prob, self.salt_prob, self.pepper_prob) > 0
+
+    @property
+    def blur_kernel_size(self) -> int:
+        """Side of the combined (Gaussian * motion) blur kernel; 1 when there is no blur."""
+        gaussian = 2 * math.ceil(2 * self.blur_sigma) + 1 if self.blur_prob > 0 else 1
+        motion = self.motion_blur_size if self.motion_blur_prob > 0 else 1
+        return gaussian + motion - 1
 
 
-NO_AUGMENT = AugmentSpec(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+NO_AUGMENT = AugmentSpec(
+    rotation_deg=0.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0, blur_prob=0.0
+)
+# "mild": lpray's original default. "strong": modelled on Lightning Pose's ``dlc`` imgaug preset
+# (rotation +-25 deg p 0.4, crop/pad 15% p 0.4, motion blur 5 px p 0.5, coarse dropout p 0.5,
+# coarse salt and pepper p 0.5 each); its elastic warp, histogram equalisation, CLAHE and emboss
+# (p 0.1 each) are not reproduced; contrast/brightness jitter stands in for the photometric ones.
+AUGMENT_PRESETS: dict[str, AugmentSpec] = {
+    "none": NO_AUGMENT,
+    "mild": AugmentSpec(),
+    "strong": AugmentSpec(
+        rotation_deg=25.0,
+        rotation_prob=0.4,
+        scale=0.0,
+        shift=0.0,
+        crop=0.15,
+        crop_prob=0.4,
+        blur_prob=0.0,
+        motion_blur_prob=0.5,
+        dropout_prob=0.5,
+        salt_prob=0.5,
+        pepper_prob=0.5,
+    ),
+}
 
 
 def resize_affine(frame_size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
     """The 2x3 affine taking frame pixels to out pixels for a plain resize ((H, W) sizes)."""
-    sy, sx = out_size[0] / frame_size[0], out_size[1] / frame_size[1]
-    # Pixel-centre convention: x_out + 0.5 = (x + 0.5) * sx.
-    return np.array([[sx, 0.0, 0.5 * sx - 0.5], [0.0, sy, 0.5 * sy - 0.5]])
+    return crop_resize_affine(frame_size, out_size, np.zeros(4))
+
+
+def crop_resize_affine(
+    frame_size: tuple[int, int], out_size: tuple[int, int], sides: np.ndarray
+) -> np.ndarray:
+    """Frame -> out pixels for a crop (or zero-pad) of the frame followed by a resize.
+
+    ``sides``: (left, top, right, bottom) as fractions of the frame's width / height, positive to
+    crop, negative to pad. Pixel-centre convention: the kept region's outer pixel EDGES map to the
+    output's, ``x_out + 0.5 = (x + 0.5 - left) * out_w / kept_width``.
+    """
+    height, width = frame_size
+    left, top, right, bottom = (
+        sides[0] * width,
+        sides[1] * height,
+        sides[2] * width,
+        sides[3] * height,
+    )
+    sx = out_size[1] / (width - left - right)
+    sy = out_size[0] / (height - top - bottom)
+    return np.array([[sx, 0.0, (0.5 - left) * sx - 0.5], [0.0, sy, (0.5 - top) * sy - 0.5]])
 
 
 def random_affine(
@@ -46,9 +131,15 @@ def random_affine(
     out_size: tuple[int, int],
     spec: AugmentSpec,
 ) -> np.ndarray:
-    """A resize composed with a random rotation/scale/shift about the output centre."""
-    base = np.vstack([resize_affine(frame_size, out_size), [0, 0, 1]])
+    """A (randomly cropped/padded) resize composed with a random rotation/scale/shift about the
+    output centre."""
+    sides = np.zeros(4)
+    if spec.crop > 0 and rng.random() < spec.crop_prob:
+        sides = rng.uniform(-spec.crop, spec.crop, size=4)
+    base = np.vstack([crop_resize_affine(frame_size, out_size, sides), [0, 0, 1]])
     angle = math.radians(rng.uniform(-spec.rotation_deg, spec.rotation_deg))
+    if spec.rotation_prob < 1 and rng.random() >= spec.rotation_prob:
+        angle = 0.0
     zoom = rng.uniform(1 - spec.scale, 1 + spec.scale)
     shift = rng.uniform(-spec.shift, spec.shift, size=2) * np.array(out_size[::-1])
     cx, cy = (out_size[1] - 1) / 2, (out_size[0] - 1) / 2
@@ -72,6 +163,140 @@ def invert_affine(matrix: np.ndarray) -> np.ndarray:
 def apply_affine_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Map (..., 2) points through a 2x3 affine; NaN stays NaN."""
     return points @ matrix[:, :2].T + matrix[:, 2]
+
+
+# ------------------------------------------------------------------------------------------
+# Drawing: every random choice for one item, on the CPU.
+
+
+@dataclass
+class Draw:
+    """One item's augmentation, ready to apply (see :func:`augment_batch`).
+
+    Attributes:
+        affine: (2, 3) frame -> model-input pixels.
+        photometric: (2,) contrast factor and brightness shift.
+        blur_kernel: (k, k) normalised filter (``spec.blur_kernel_size``; a 1x1 [[1]] for none).
+        occlusion: (3, H, W) uint8 codes at the model input, 0 keep / 1 black / 2 white; None when
+            the spec has no occlusion.
+    """
+
+    affine: np.ndarray
+    photometric: np.ndarray
+    blur_kernel: np.ndarray
+    occlusion: np.ndarray | None
+
+
+KEEP, BLACK, WHITE = 0, 1, 2  # occlusion codes
+
+
+def draw(
+    rng: np.random.Generator,
+    spec: AugmentSpec,
+    frame_size: tuple[int, int],
+    out_size: tuple[int, int],
+) -> Draw:
+    """Every random choice of one item's augmentation (a plain resize for :data:`NO_AUGMENT`)."""
+    if spec == NO_AUGMENT:
+        affine = resize_affine(frame_size, out_size)
+    else:
+        affine = random_affine(rng, frame_size, out_size, spec)
+    contrast = rng.uniform(1 - spec.contrast, 1 + spec.contrast) if spec.contrast > 0 else 1.0
+    brightness = rng.uniform(-spec.brightness, spec.brightness) if spec.brightness > 0 else 0.0
+    return Draw(
+        affine=affine,
+        photometric=np.array([contrast, brightness], dtype=np.float32),
+        blur_kernel=_draw_blur_kernel(rng, spec),
+        occlusion=_draw_occlusion(rng, spec, frame_size, out_size) if spec.occludes else None,
+    )
+
+
+def _draw_blur_kernel(rng: np.random.Generator, spec: AugmentSpec) -> np.ndarray:
+    """The item's Gaussian blur convolved with its motion blur, as one (k, k) kernel."""
+    size = spec.blur_kernel_size
+    kernel = np.zeros((size, size), np.float32)
+    kernel[size // 2, size // 2] = 1.0
+    if spec.blur_prob > 0 and rng.random() < spec.blur_prob:
+        kernel = _convolve(kernel, _gaussian_kernel(rng.uniform(0.1, spec.blur_sigma), spec))
+    if spec.motion_blur_prob > 0 and rng.random() < spec.motion_blur_prob:
+        kernel = _convolve(kernel, _line_kernel(rng.uniform(-90, 90), spec.motion_blur_size))
+    return kernel
+
+
+def _gaussian_kernel(sigma: float, spec: AugmentSpec) -> np.ndarray:
+    radius = math.ceil(2 * spec.blur_sigma)
+    taps = np.arange(-radius, radius + 1)
+    line = np.exp(-(taps**2) / (2 * sigma**2))
+    kernel = np.outer(line, line)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def _line_kernel(angle_deg: float, size: int) -> np.ndarray:
+    """A ``size``-pixel anti-aliased line through the centre at ``angle_deg`` (motion blur)."""
+    half = (size - 1) / 2
+    y, x = np.mgrid[:size, :size] - half
+    direction = math.radians(angle_deg)
+    along = x * math.cos(direction) + y * math.sin(direction)
+    across = -x * math.sin(direction) + y * math.cos(direction)
+    kernel = np.clip(1 - np.abs(across), 0, None) * (np.abs(along) <= half + 0.5)
+    return (kernel / kernel.sum()).astype(np.float32)
+
+
+def _convolve(kernel: np.ndarray, small: np.ndarray) -> np.ndarray:
+    """``kernel`` filtered by a smaller centred ``small``, keeping ``kernel``'s size."""
+    out = np.zeros_like(kernel)
+    r = small.shape[0] // 2
+    padded = np.pad(kernel, r)
+    for dy in range(small.shape[0]):
+        for dx in range(small.shape[1]):
+            out += small[dy, dx] * padded[dy : dy + kernel.shape[0], dx : dx + kernel.shape[1]]
+    return out
+
+
+def _draw_occlusion(
+    rng: np.random.Generator,
+    spec: AugmentSpec,
+    frame_size: tuple[int, int],
+    out_size: tuple[int, int],
+) -> np.ndarray:
+    """Coarse dropout and salt/pepper blobs as a (3, H, W) code map at the model input."""
+    codes = np.zeros((3, *out_size), np.uint8)
+    if spec.dropout_prob > 0 and rng.random() < spec.dropout_prob:
+        channels = 3 if rng.random() < spec.dropout_per_channel else 1
+        cells = _grid_cells(rng, spec.dropout_grid, spec.dropout_fraction, channels, frame_size)
+        codes[_upsample(cells, out_size)] = BLACK
+    for code, prob in ((WHITE, spec.salt_prob), (BLACK, spec.pepper_prob)):
+        if prob > 0 and rng.random() < prob:
+            cells = _grid_cells(
+                rng, rng.uniform(*spec.blob_grid), spec.blob_fraction, 1, frame_size
+            )
+            codes[_upsample(cells, out_size)] = code
+    return codes
+
+
+def _grid_cells(
+    rng: np.random.Generator,
+    grid: float,
+    fraction: float,
+    channels: int,
+    frame_size: tuple[int, int],
+) -> np.ndarray:
+    """(3, gh, gw) booleans: each cell of a grid ``grid`` x the frame size is on with
+    probability ``fraction`` (one draw for all 3 channels when ``channels`` is 1)."""
+    gh, gw = (max(1, round(grid * side)) for side in frame_size)
+    cells = rng.random((channels, gh, gw)) < fraction
+    return np.broadcast_to(cells, (3, gh, gw))
+
+
+def _upsample(cells: np.ndarray, out_size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour upsampling of (3, gh, gw) cells to (3, H, W)."""
+    rows = np.arange(out_size[0]) * cells.shape[1] // out_size[0]
+    cols = np.arange(out_size[1]) * cells.shape[2] // out_size[1]
+    return cells[:, rows][:, :, cols]
+
+
+# ------------------------------------------------------------------------------------------
+# Applying: tensor operations on a whole batch, on any device.
 
 
 def warp_images(
@@ -111,51 +336,31 @@ def warp_images(
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def draw_photometric(rng: np.random.Generator, spec: AugmentSpec) -> np.ndarray:
-    """Random ``[contrast factor, brightness shift, blur sigma (0: none)]`` for one image."""
-    contrast = rng.uniform(1 - spec.contrast, 1 + spec.contrast) if spec.contrast > 0 else 1.0
-    brightness = rng.uniform(-spec.brightness, spec.brightness) if spec.brightness > 0 else 0.0
-    sigma = 0.0
-    if spec.blur_prob > 0 and rng.random() < spec.blur_prob:
-        sigma = rng.uniform(0.1, spec.blur_sigma)
-    return np.array([contrast, brightness, sigma], dtype=np.float32)
-
-
-def _gaussian_blur(image: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of one (C, H, W) image, replicate-padded."""
-    radius = max(1, int(round(2 * sigma)))
-    taps = torch.arange(-radius, radius + 1, dtype=image.dtype, device=image.device)
-    kernel = torch.exp(-(taps**2) / (2 * sigma**2))
-    kernel = kernel / kernel.sum()
-    channels = image.shape[0]
-    padded = F.pad(image[None], (radius, radius, 0, 0), mode="replicate")
-    image = F.conv2d(padded, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1), groups=channels)
-    padded = F.pad(image, (0, 0, radius, radius), mode="replicate")
-    return F.conv2d(padded, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1), groups=channels)[0]
-
-
-def apply_photometric(
-    images: torch.Tensor, draws: torch.Tensor, sigmas: list[float] | None = None
-) -> torch.Tensor:
-    """Contrast about each image's mean, brightness shift, optional blur; clamp to [0, 1].
-
-    Args:
-        images: (N, C, H, W) in [0, 1].
-        draws: (N, 3) rows from :func:`draw_photometric`.
-        sigmas: ``draws[:, 2]`` as host floats when ``draws`` lives on a GPU (reading them back
-            would stall the step on a device sync).
-    """
-    draws = draws.to(images)
+def apply_photometric(images: torch.Tensor, photometric: torch.Tensor) -> torch.Tensor:
+    """Contrast about each image's mean, then a brightness shift; (N, C, H, W), (N, 2)."""
+    photometric = photometric.to(images)
     mean = images.mean(dim=(1, 2, 3), keepdim=True)
-    images = (images - mean) * draws[:, 0, None, None, None] + mean
-    images = images + draws[:, 1, None, None, None]
-    if sigmas is None:
-        sigmas = draws[:, 2].tolist()
-    if any(sigmas):
-        images = torch.stack(
-            [_gaussian_blur(img, s) if s > 0 else img for img, s in zip(images, sigmas)]
-        )
-    return images.clamp(0, 1)
+    images = (images - mean) * photometric[:, 0, None, None, None] + mean
+    return images + photometric[:, 1, None, None, None]
+
+
+def apply_blur(images: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
+    """Each (C, H, W) image filtered by its own (k, k) kernel: one grouped convolution,
+    edges replicated."""
+    n, c, h, w = images.shape
+    k = kernels.shape[-1]
+    if k == 1:
+        return images
+    weight = kernels.to(images).repeat_interleave(c, dim=0)[:, None]  # (N*C, 1, k, k)
+    padded = F.pad(images.reshape(1, n * c, h, w), (k // 2,) * 4, mode="replicate")
+    return F.conv2d(padded, weight, groups=n * c).view(n, c, h, w)
+
+
+def apply_occlusion(images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Black / white where the (N, 3, H, W) code map says so (see :func:`draw`)."""
+    codes = codes.to(images.device)
+    images = images.masked_fill(codes == BLACK, 0.0)
+    return images.masked_fill(codes == WHITE, 1.0)
 
 
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -175,31 +380,48 @@ def normalize(image: torch.Tensor) -> torch.Tensor:
     return (image - mean) / std
 
 
+DRAW_KEYS = ("affine", "photometric", "blur_kernel", "occlusion")  # a batch's draws, see below
+
+
+def draws_as_tensors(drawn: Draw) -> dict[str, torch.Tensor]:
+    """One item's :class:`Draw` as the tensors a batch carries (collated like any other field)."""
+    tensors = {
+        "affine": torch.as_tensor(drawn.affine, dtype=torch.float64),
+        "photometric": torch.from_numpy(drawn.photometric),
+        "blur_kernel": torch.from_numpy(drawn.blur_kernel),
+    }
+    if drawn.occlusion is not None:
+        tensors["occlusion"] = torch.from_numpy(drawn.occlusion)
+    return tensors
+
+
 def augment_batch(
-    raw: torch.Tensor,
-    matrices: torch.Tensor,
-    draws: torch.Tensor | None,
-    out_size: tuple[int, int],
-    blur_sigmas: list[float] | None = None,
+    raw: torch.Tensor, draws: dict[str, torch.Tensor], out_size: tuple[int, int]
 ) -> torch.Tensor:
     """The labeled-frame augmentation of a whole batch, where the batch is (the GPU, in training).
 
     Args:
         raw: (N, C, 3, H, W) uint8 frames (C context frames; zero-padded to the batch's
             largest frame, see :func:`warp_images`).
-        matrices: (N, 2, 3) frame->model-input affines (one per item, shared by its C frames).
-        draws: (N, 3) photometric draws (one per item, shared by its C frames), or None.
+        draws: the batch's draws under :data:`DRAW_KEYS` (from :func:`draws_as_tensors`,
+            stacked): ``affine`` (N, 2, 3) frame->model-input; ``photometric`` (N, 2);
+            ``blur_kernel`` (N, k, k); ``occlusion`` (N, 3, H_out, W_out) uint8, optional. Every
+            draw is per item, shared by its C context frames (a clip stays consistent).
         out_size: model input (H, W).
-        blur_sigmas: ``draws[:, 2]`` as host floats (see :func:`apply_photometric`).
 
     Returns:
-        (N, C, 3, H, W) float32 ImageNet-normalised model inputs, equal to what
-        :class:`lpray.data.labeled.LabeledDataset` builds on the CPU from the same draws.
+        (N, C, 3, H, W) float32 ImageNet-normalised model inputs. Nothing is read back to the
+        host, so a GPU step is not stalled.
     """
     n, c = raw.shape[:2]
+
+    def per_frame(key: str) -> torch.Tensor:
+        return draws[key].repeat_interleave(c, dim=0)
+
     images = raw.flatten(0, 1).float() / 255.0
-    warped = warp_images(images, matrices.repeat_interleave(c, dim=0), out_size)
-    if draws is not None:
-        sigmas = None if blur_sigmas is None else [s for s in blur_sigmas for _ in range(c)]
-        warped = apply_photometric(warped, draws.repeat_interleave(c, dim=0), sigmas)
-    return normalize(warped).view(n, c, *warped.shape[1:])
+    images = warp_images(images, per_frame("affine"), out_size)
+    images = apply_photometric(images, per_frame("photometric"))
+    images = apply_blur(images, per_frame("blur_kernel"))
+    if "occlusion" in draws:
+        images = apply_occlusion(images, per_frame("occlusion"))
+    return normalize(images.clamp(0, 1)).view(n, c, *images.shape[1:])

@@ -22,10 +22,9 @@ from lpray.data.augment import (
     AugmentSpec,
     apply_affine_points,
     augment_batch,
-    draw_photometric,
+    draw,
+    draws_as_tensors,
     invert_affine,
-    random_affine,
-    resize_affine,
 )
 from lpray.io.tables import PoseTableError, keypoint_names, read_pose_csv, table_to_arrays
 
@@ -196,8 +195,9 @@ class LabeledDataset(Dataset):
 
     ``defer_augment``: leave the warp and photometric changes to the device the batch goes to
     (:func:`lpray.data.augment.augment_batch`, applied by the training module after transfer).
-    Items then carry ``raw`` (C, 3, H, W) uint8 frames, ``affine`` (2, 3) float64 frame->model
-    matrix and ``photometric`` (3,) draws instead of ``image``; the random draws are the same.
+    Items then carry ``raw`` (C, 3, H, W) uint8 frames and the draws (``affine`` frame->model
+    matrix, ``photometric``, ``blur_kernel``, ``occlusion``: :data:`lpray.data.augment.DRAW_KEYS`)
+    instead of ``image``; the random draws are the same.
     On a GPU this moves the per-frame work out of the CPU loader workers (few CPUs per GPU on
     cloud nodes).
 
@@ -252,30 +252,20 @@ class LabeledDataset(Dataset):
         )
         images = [self._image(name, relative) for name in names]
         frame_size = tuple(images[0].shape[1:])
-        if self.augment == NO_AUGMENT:
-            matrix = resize_affine(frame_size, self.image_size)
-        else:
-            rng = np.random.default_rng([self.seed, self.epoch, item])
-            matrix = random_affine(rng, frame_size, self.image_size, self.augment)
-        # One photometric draw for all context frames keeps the clip consistent.
-        photo_seed = np.random.default_rng([self.seed, self.epoch, item, 1]).integers(2**31)
-        draw = draw_photometric(np.random.default_rng(photo_seed), self.augment)
+        # One draw for all context frames keeps the clip consistent.
+        drawn = draw(
+            np.random.default_rng([self.seed, self.epoch, item]),
+            self.augment,
+            frame_size,
+            self.image_size,
+        )
+        matrix = drawn.affine
+        draws = draws_as_tensors(drawn)
         if self.defer_augment:
-            pixels = {
-                "raw": torch.stack(images),
-                "affine": torch.as_tensor(matrix, dtype=torch.float64),
-                "photometric": torch.from_numpy(draw),
-            }
+            pixels = {"raw": torch.stack(images), **draws}
         else:  # the same batched code path as on the device, for a batch of one
-            draws = None if self.augment == NO_AUGMENT else torch.from_numpy(draw)[None]
-            image = augment_batch(
-                torch.stack(images)[None],
-                torch.as_tensor(matrix)[None],
-                draws,
-                self.image_size,
-                blur_sigmas=[float(draw[2])],
-            )[0]
-            pixels = {"image": image}
+            one = {key: value[None] for key, value in draws.items()}
+            pixels = {"image": augment_batch(torch.stack(images)[None], one, self.image_size)[0]}
         keypoints_frame = self.frames.keypoints[index]
         return {
             **pixels,

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
 from lpray.config import Config
-from lpray.data.augment import AugmentSpec
+from lpray.data.augment import AUGMENT_PRESETS
 from lpray.data.labeled import (
     LabeledDataset,
     LabeledFrames,
@@ -143,8 +143,6 @@ def _collate_labeled(items: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
             h, w = item["raw"].shape[-2:]
             raw[row, ..., :h, :w] = item["raw"]
         batch["raw"] = raw
-        # host copies of the blur draws: the device-side blur must not read them back
-        batch["blur_sigmas"] = [float(item["photometric"][2]) for item in items]
     return batch
 
 
@@ -181,7 +179,7 @@ def labeled_loader(
     dataset = LabeledDataset(
         frames,
         tuple(cfg.data.image_size),
-        AugmentSpec() if train else None,
+        AUGMENT_PRESETS[cfg.training.augmentation] if train else None,
         context,
         cfg.training.seed,
         length,
