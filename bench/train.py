@@ -256,7 +256,7 @@ def with_compile(values: dict[str, Any]) -> dict[str, Any]:
 
 # The runs ``--gpu`` can make (``--runs`` picks some; one device call cannot hold them all).
 GPU_RUNS = ("plain-loader", "plain-device", "ray-device", "plain-device-compiled", "plain-1-reader",
-            "plain-device-graphs")
+            "plain-device-graphs", "plain-device-graphs-4workers")
 GPU_RUN_LABELS = {
     "plain-loader": "plain, augment in loader",
     "plain-device": "plain, augment on GPU",
@@ -264,6 +264,7 @@ GPU_RUN_LABELS = {
     "ray-device": "ray 1 worker x 1 GPU, augment on GPU",
     "plain-device-compiled": "plain, augment on GPU, compiled backbone",
     "plain-device-graphs": "plain, augment on GPU, CUDA-graphed backbone",
+    "plain-device-graphs-4workers": "plain, augment on GPU, CUDA-graphed, 4 loader workers",
 }
 
 
@@ -293,6 +294,14 @@ def gpu_bench(
         ),
         "plain-device-graphs": lambda r: plain_run(
             run_config(with_training(device_cfg, cuda_graphs=True), work, f"gpu-graphs-r{r}", epochs)
+        ),
+        "plain-device-graphs-4workers": lambda r: plain_run(
+            run_config(
+                with_training(device_cfg, cuda_graphs=True, num_workers=4),
+                work,
+                f"gpu-graphs-4w-r{r}",
+                epochs,
+            )
         ),
     }
     per_run: dict[str, list[dict[str, Any]]] = {name: [] for name in names}

@@ -221,3 +221,29 @@ def test_augmentation_deferred_to_the_device_matches_the_loader(tmp_path, preset
     torch.testing.assert_close(
         hooked["labeled"]["image"], expected["image"], atol=1e-4, rtol=0
     )  # 1 grey level is 0.017
+
+
+def test_loader_workers_draw_new_augmentation_each_epoch(tmp_path):
+    """With loader worker processes (training.num_workers > 0) each epoch still gets its own
+    draws: the workers must see the epoch the trainer sets on the dataset."""
+    from lpray.config import config_from_dict
+    from lpray.train.data import labeled_loader
+
+    make_project(tmp_path, n=4, size=(64, 64))
+    frames = read_labeled_frames(tmp_path)
+    cfg = config_from_dict(
+        {
+            "data": {"root": str(tmp_path), "image_size": [32, 32]},
+            "training": {"batch_size": 4, "num_workers": 1},
+        }
+    )
+    bundle = types.SimpleNamespace(frames=frames)
+    loader = labeled_loader(cfg, bundle, np.arange(4), True, 0)
+    epochs = []
+    for epoch in (0, 1, 0):
+        loader.dataset.epoch = epoch
+        batch = next(iter(loader))
+        order = torch.argsort(batch["index"])
+        epochs.append(batch["keypoints"][order])
+    torch.testing.assert_close(epochs[0], epochs[2])  # the same epoch: the same draws
+    assert not torch.allclose(epochs[0], epochs[1])  # another epoch: other draws

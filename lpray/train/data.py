@@ -204,7 +204,10 @@ def labeled_loader(
         num_workers=cfg.training.num_workers,
         collate_fn=_collate_labeled,
         generator=generator,
-        persistent_workers=cfg.training.num_workers > 0,
+        # Not persistent: worker processes hold a COPY of the dataset, made when an epoch's
+        # iteration starts, so persistent ones would never see the epoch the trainer sets on it
+        # and would repeat the first epoch's augmentation draws in every epoch.
+        persistent_workers=False,
         pin_memory=pin_memory,
     )
 
