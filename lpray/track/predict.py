@@ -76,9 +76,9 @@ def load_trained(
     device = torch.device(device) if device is not None else default_device()
     module = PoseModule.load_from_checkpoint(str(path), map_location=device, weights_only=False)
     module.eval().to(device)
-    if device.type == "cuda":
-        # NHWC convolutions run ~2x faster on tensor cores in bf16 (bench/predict.py)
-        module = module.to(memory_format=torch.channels_last)
+    # NHWC convolutions run ~2x faster on GPU tensor cores in bf16 (bench/predict.py), and on
+    # CPU oneDNN's are faster too (ResNet-18 128x128, 2 cores: 97 vs 80 img/s, same outputs).
+    module = module.to(memory_format=torch.channels_last)
     return TrainedModel(module, model_dir, device, compile=compile)
 
 
@@ -117,8 +117,7 @@ def predict_video_arrays(
         decoders=decoders,
     ):
         frames = chunk["frames"].to(trained.device, non_blocking=True)
-        if trained.device.type == "cuda":
-            frames = frames.contiguous(memory_format=torch.channels_last)
+        frames = frames.contiguous(memory_format=torch.channels_last)
         with _autocast(trained.device):
             heatmaps = trained.forward_sequence(frames)
         first, stop = chunk["valid_rows"]
