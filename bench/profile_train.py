@@ -454,48 +454,15 @@ def bare_profile(work: Path, out: Path, label: str, args: argparse.Namespace) ->
     """bench/train.py's model_step_rate step, profiled (plain and with stacks) and timed."""
     import torch
     from torch.profiler import ProfilerActivity, profile
-    from train import GPU_CONFIG, run_config
+    from train import GPU_CONFIG, bare_step, run_config
 
-    from lpray.config import config_from_dict
-    from lpray.train.data import prepare_data
-    from lpray.train.fit import build_module
-
-    cfg = config_from_dict(run_config(GPU_CONFIG, work, "profile-bare", args.epochs))
-    bundle = prepare_data(cfg)
-    device = torch.device("cuda")
-    module = build_module(cfg, bundle).to(device).to(memory_format=torch.channels_last)
-    module.pcas = {name: pca.to(device) for name, pca in module.pcas.items()}
-    t = cfg.training
-    h, w = cfg.data.image_size
-    k = len(bundle.keypoint_names)
-    labeled = {
-        "image": torch.randn(t.batch_size, 1, 3, h, w, device=device),
-        "keypoints": torch.rand(t.batch_size, k, 2, device=device)
-        * torch.tensor([w, h], device=device),
-    }
-    unlabeled = {
-        "frames": torch.randn(t.unlabeled_sequences, t.sequence_length, 3, h, w, device=device),
-        "to_frame": torch.eye(2, 3, device=device).expand(t.unlabeled_sequences, 2, 3),
-    }
-    optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
+    bare = bare_step(run_config(GPU_CONFIG, work, "profile-bare", args.epochs))
     if args.graph_backbone:
-        n = t.batch_size + t.unlabeled_sequences * t.sequence_length
-        graph_backbone(module.model.backbone, (n, 3, h, w), True)
+        h, w = bare.labeled["image"].shape[-2:]
+        graph_backbone(bare.module.model.backbone, (bare.frames_per_step, 3, h, w), True)
 
     def step() -> None:
-        marker(STEP)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
-            frames = torch.cat([labeled["image"].flatten(0, 1), unlabeled["frames"].flatten(0, 1)])
-            features = module.model.backbone(frames.contiguous(memory_format=torch.channels_last))
-            outputs = module.model.labeled_heads(features[: t.batch_size], t.batch_size)
-            loss = module.supervised_loss(labeled, outputs)
-            for value in module.unsupervised_losses(unlabeled, features[t.batch_size :]).values():
-                loss = loss + 1e-3 * value
-        marker("backward")
-        loss.backward()
-        marker("optimizer")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        bare.run(lambda name: marker(STEP if name == "step" else name))
 
     for _ in range(10):
         step()
@@ -509,7 +476,7 @@ def bare_profile(work: Path, out: Path, label: str, args: argparse.Namespace) ->
         timings.append(1e3 * (time.perf_counter() - started) / 20)
     result: dict[str, Any] = {
         "step_ms_median": statistics.median(timings),
-        "frames_per_s": 48e3 / statistics.median(timings),
+        "frames_per_s": 1e3 * bare.frames_per_step / statistics.median(timings),
     }
     recorder = SyncRecorder()
     recorder.start()

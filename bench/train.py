@@ -27,6 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -193,10 +194,40 @@ def with_augment_on(values: dict[str, Any], where: str) -> dict[str, Any]:
     return with_training(values, labeled_augment_on=where)
 
 
-def model_step_rate(values: dict[str, Any], steps: int = 30) -> float:
-    """Frames/s of lpray's own training step (backbone pass over labeled + unlabeled frames,
-    heads, supervised + unsupervised losses, backward, Adam) on random tensors already on the
-    GPU: this run's ceiling without data loading, Lightning or Ray."""
+@dataclass
+class BareStep:
+    """lpray's training step on random tensors already on the device (no data loading, Lightning
+    or Ray): the module, its inputs and an optimizer; ``run(marker)`` does one step, calling
+    ``marker(name)`` at its phases (bench/profile_train.py marks them for the profiler)."""
+
+    module: Any
+    labeled: dict[str, Any]
+    unlabeled: dict[str, Any]
+    optimizer: Any
+    device: Any
+    frames_per_step: int
+
+    def run(self, marker: Any = lambda name: None) -> None:
+        import torch
+
+        module, n = self.module, self.labeled["image"].shape[0]
+        marker("step")
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            frames = torch.cat([self.labeled["image"].flatten(0, 1), self.unlabeled["frames"].flatten(0, 1)])
+            features = module.model.backbone(frames.contiguous(memory_format=torch.channels_last))
+            outputs = module.model.labeled_heads(features[:n], n)
+            loss = module.supervised_loss(self.labeled, outputs)
+            for value in module.unsupervised_losses(self.unlabeled, features[n:]).values():
+                loss = loss + 1e-3 * value
+        marker("backward")
+        loss.backward()
+        marker("optimizer")
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+
+def bare_step(values: dict[str, Any]) -> BareStep:
+    """The :class:`BareStep` of a config (its model, batch size, sequence length, image size)."""
     import torch
 
     from lpray.train.data import prepare_data
@@ -219,19 +250,18 @@ def model_step_rate(values: dict[str, Any], steps: int = 30) -> float:
         "to_frame": torch.eye(2, 3, device=device).expand(t.unlabeled_sequences, 2, 3),
     }
     optimizer = torch.optim.Adam(module.parameters(), lr=1e-4)
+    frames = t.batch_size + t.unlabeled_sequences * t.sequence_length
+    return BareStep(module, labeled, unlabeled, optimizer, device, frames)
 
-    def step() -> None:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            frames = torch.cat([labeled["image"].flatten(0, 1), unlabeled["frames"].flatten(0, 1)])
-            features = module.model.backbone(frames.contiguous(memory_format=torch.channels_last))
-            outputs = module.model.labeled_heads(features[: t.batch_size], t.batch_size)
-            loss = module.supervised_loss(labeled, outputs)
-            for value in module.unsupervised_losses(unlabeled, features[t.batch_size :]).values():
-                loss = loss + 1e-3 * value
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
 
+def model_step_rate(values: dict[str, Any], steps: int = 30) -> float:
+    """Frames/s of lpray's own training step (backbone pass over labeled + unlabeled frames,
+    heads, supervised + unsupervised losses, backward, Adam) on random tensors already on the
+    GPU: this run's ceiling without data loading, Lightning or Ray."""
+    import torch
+
+    bare = bare_step(values)
+    step, device = bare.run, bare.device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(5):
         step()
@@ -240,8 +270,7 @@ def model_step_rate(values: dict[str, Any], steps: int = 30) -> float:
     for _ in range(steps):
         step()
     sync()
-    frames_per_step = t.batch_size + t.unlabeled_sequences * t.sequence_length
-    return steps * frames_per_step / (time.perf_counter() - started)
+    return steps * bare.frames_per_step / (time.perf_counter() - started)
 
 
 def with_training(values: dict[str, Any], **training: Any) -> dict[str, Any]:
