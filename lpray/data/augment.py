@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -425,3 +426,12 @@ def augment_batch(
     if "occlusion" in draws:
         images = apply_occlusion(images, per_frame("occlusion"))
     return normalize(images.clamp(0, 1)).view(n, c, *images.shape[1:])
+
+
+def apply_deferred_augmentation(batch: dict[str, Any], out_size: tuple[int, int]) -> dict[str, Any]:
+    """A collated labeled batch whose augmentation was deferred (``raw`` frames + draws): its
+    ``image`` made where the batch is, the raw frames and draws dropped. Other batches unchanged."""
+    if "raw" in batch:
+        draws = {key: batch.pop(key) for key in DRAW_KEYS if key in batch}
+        batch["image"] = augment_batch(batch.pop("raw"), draws, out_size)
+    return batch

@@ -138,7 +138,9 @@ def _collate_labeled(items: list[dict[str, torch.Tensor]]) -> dict[str, Any]:
     if "raw" in items[0]:
         height = max(item["raw"].shape[-2] for item in items)
         width = max(item["raw"].shape[-1] for item in items)
-        raw = torch.zeros((len(items), *items[0]["raw"].shape[:-2], height, width), dtype=torch.uint8)
+        raw = torch.zeros(
+            (len(items), *items[0]["raw"].shape[:-2], height, width), dtype=torch.uint8
+        )
         for row, item in enumerate(items):
             h, w = item["raw"].shape[-2:]
             raw[row, ..., :h, :w] = item["raw"]
@@ -269,7 +271,8 @@ def make_train_loader(
             shard_id=shard_id,
             num_shards=num_shards,
             device=device,
-            readers=t.unlabeled_readers or (GPU_UNLABELED_READERS if device.startswith("cuda") else 1),
+            readers=t.unlabeled_readers
+            or (GPU_UNLABELED_READERS if device.startswith("cuda") else 1),
         )
 
     # "min_size": an epoch is one pass over the labeled frames; video never runs out.

@@ -18,7 +18,7 @@ import pytorch_lightning as pl
 import torch
 
 from lpray.config import Config, config_from_dict
-from lpray.data.augment import DRAW_KEYS, augment_batch
+from lpray.data.augment import apply_deferred_augmentation
 from lpray.losses.pca import PosePCA, pca_reprojection_error
 from lpray.losses.supervised import gaussian_heatmaps, heatmap_kl, heatmap_mse
 from lpray.losses.unsupervised import anneal_weight, combine_losses, pca_loss, temporal_loss
@@ -212,9 +212,8 @@ class PoseModule(pl.LightningModule):
         """Labeled frames whose augmentation was deferred (``raw``) are warped here, on the device
         the batch now lives on, a whole batch at once."""
         labeled = batch["labeled"] if isinstance(batch, dict) and "labeled" in batch else batch
-        if isinstance(labeled, dict) and "raw" in labeled:
-            draws = {key: labeled.pop(key) for key in DRAW_KEYS if key in labeled}
-            labeled["image"] = augment_batch(labeled.pop("raw"), draws, self.image_size)
+        if isinstance(labeled, dict):
+            apply_deferred_augmentation(labeled, self.image_size)
         return batch
 
     def on_train_epoch_start(self) -> None:
