@@ -304,6 +304,7 @@ def test_two_workers_follow_one_worker_with_double_batch(
     two_workers = steps["train_loss"].to_numpy()
     values["training"]["batch_size"] = 8
     reference = np.array(one_worker_losses(values, steps=4))
-    # Every step moves the loss by far more than the tolerance, so agreement is informative.
-    assert (np.abs(np.diff(reference)) > 1e-2 * reference[1:]).all()
+    # Every step moves the loss by far more than the tolerance (>= 10x), so agreement is
+    # informative. (The near-zero-initialised head moves it by 0.4-5% a step here.)
+    assert (np.abs(np.diff(reference)) > 1e-3 * reference[1:]).all()
     np.testing.assert_allclose(two_workers, reference, rtol=1e-4)
