@@ -27,6 +27,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch.compile the network (about a minute once; faster on long videos)",
     )
+    parser.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "bf16", "fp32"],
+        help="network precision: auto = bf16 on a GPU, float32 on a CPU; bf16 on a CPU runs "
+        "~1.35x faster, keypoints a median 0.04 px from float32 (a few ambiguous frames flip)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -34,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from lpray.io.storage import expand
     from lpray.track.predict import evaluate_labeled, load_trained, predict_video
 
-    trained = load_trained(args.model_dir, args.device, compile=args.compile)
+    trained = load_trained(
+        args.model_dir, args.device, compile=args.compile, precision=args.precision
+    )
     out_dir = Path(args.out) if args.out else Path(args.model_dir) / "predictions"
     for path in expand(args.inputs):
         if path.endswith(".csv"):
