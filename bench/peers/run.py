@@ -870,7 +870,10 @@ def reused_peer_side(path: Path, settings: Settings) -> dict[str, Any]:
     differing = [k for k in shared if earlier["settings"].get(k) != getattr(settings, k)]
     runs = [r for r in earlier["peer"]["runs"] if r["seed"] in settings.seeds]
     if differing or len(runs) != len(settings.seeds):
-        raise SystemExit(f"{path}: its settings differ from this run's in {differing or 'seeds'}")
+        raise SystemExit(
+            f"{path}: its settings differ from this run's in {differing or 'seeds'}; run the "
+            "peer again (drop --reuse-peer) or match those options"
+        )
     peer = {k: v for k, v in earlier["peer"].items() if k != "summary"} | {"runs": runs}
     settings.notes.append(
         f"The peer's side is REUSED from {path.name} (created {earlier['created']}, same machine "

@@ -218,14 +218,17 @@ def _draw_blur_kernel(rng: np.random.Generator, spec: AugmentSpec) -> np.ndarray
     kernel = np.zeros((size, size), np.float32)
     kernel[size // 2, size // 2] = 1.0
     if spec.blur_prob > 0 and rng.random() < spec.blur_prob:
-        kernel = _convolve(kernel, _gaussian_kernel(rng.uniform(0.1, spec.blur_sigma), spec))
+        kernel = _convolve(
+            kernel,
+            _gaussian_kernel(rng.uniform(0.1, spec.blur_sigma), math.ceil(2 * spec.blur_sigma)),
+        )
     if spec.motion_blur_prob > 0 and rng.random() < spec.motion_blur_prob:
         kernel = _convolve(kernel, _line_kernel(rng.uniform(-90, 90), spec.motion_blur_size))
     return kernel
 
 
-def _gaussian_kernel(sigma: float, spec: AugmentSpec) -> np.ndarray:
-    radius = math.ceil(2 * spec.blur_sigma)
+def _gaussian_kernel(sigma: float, radius: int) -> np.ndarray:
+    """A normalised (2 radius + 1)^2 Gaussian kernel."""
     taps = np.arange(-radius, radius + 1)
     line = np.exp(-(taps**2) / (2 * sigma**2))
     kernel = np.outer(line, line)

@@ -236,21 +236,20 @@ class PoseModule(pl.LightningModule):
         unlabeled = batch.get("unlabeled") if self.unsupervised_weights else None
         images = labeled["image"]
         n = images.shape[0]
-        if unlabeled is None:
-            supervised = self.supervised_loss(labeled)
-            unsupervised = {}
-        else:
-            # One backbone pass over labeled and unlabeled frames: BatchNorm normalises with (and
-            # its running statistics track) the mixed batch. Two separate passes let the
-            # near-identical frames of one video clip dominate the statistics, and measured on
-            # the synthetic set that made every unsupervised weight hurt.
-            frames = unlabeled["frames"].to(images.dtype)
-            features = self.backbone_features(
-                torch.cat([images.flatten(0, 1), frames.flatten(0, 1)])
-            )
-            labeled_count = images.shape[0] * images.shape[1]
-            outputs = self.model.labeled_heads(features[:labeled_count], n)
-            supervised = self.supervised_loss(labeled, outputs)
+        # One backbone pass over labeled and unlabeled frames: BatchNorm normalises with (and its
+        # running statistics track) the mixed batch. Two separate passes let the near-identical
+        # frames of one video clip dominate the statistics, and measured on the synthetic set
+        # that made every unsupervised weight hurt. The pass goes through backbone_features, so
+        # training.cuda_graphs serves supervised-only runs too.
+        frames = images.flatten(0, 1)
+        if unlabeled is not None:
+            frames = torch.cat([frames, unlabeled["frames"].to(images.dtype).flatten(0, 1)])
+        features = self.backbone_features(frames)
+        labeled_count = images.shape[0] * images.shape[1]
+        outputs = self.model.labeled_heads(features[:labeled_count], n)
+        supervised = self.supervised_loss(labeled, outputs)
+        unsupervised = {}
+        if unlabeled is not None:
             unsupervised = self.unsupervised_losses(unlabeled, features[labeled_count:])
         epoch = self.current_epoch + batch_idx / max(1, self.trainer.num_training_batches)
         anneal = anneal_weight(epoch, self.cfg.losses.anneal_rate)
