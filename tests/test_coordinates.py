@@ -174,3 +174,18 @@ def test_matmul_upsampling_is_torch_bicubic_with_the_same_gradient(shape, factor
     (grad_ref,) = torch.autograd.grad((reference * weights).sum(), x)
     (grad_ours,) = torch.autograd.grad((ours * weights).sum(), x)
     torch.testing.assert_close(grad_ours, grad_ref, atol=1e-12, rtol=0)
+
+
+def test_training_after_prediction_in_one_process() -> None:
+    """The cached upsampling matrix, first built during prediction (inference mode), still
+    serves a training step's backward pass."""
+    from lpray.models.coordinates import bicubic_matrix
+
+    bicubic_matrix.cache_clear()
+    maps = gaussian_map(16, 16, 7.3, 5.6)[None, None]
+    with torch.inference_mode():
+        soft_argmax(maps, upsample=4)
+    trained = maps.clone().requires_grad_(True)
+    xy, _ = soft_argmax(trained, upsample=4)
+    xy.sum().backward()
+    assert trained.grad is not None and torch.isfinite(trained.grad).all()

@@ -372,6 +372,7 @@ IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
 
 
 @functools.lru_cache(maxsize=16)
+@torch.inference_mode(False)  # a cached inference tensor could not be saved for backward later
 def _imagenet_stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """The ImageNet mean and std on ``device``, copied there once: a copy per call is a blocking
     host-to-device copy (a device sync in every training step on a GPU)."""

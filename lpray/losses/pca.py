@@ -326,6 +326,7 @@ def fit_multiview_pca(
 
 
 @functools.lru_cache(maxsize=64)
+@torch.inference_mode(False)  # a cached inference tensor could not be saved for backward later
 def _group_index(groups: tuple[tuple[int, ...], ...], device: torch.device) -> torch.Tensor:
     """``groups`` as a long tensor on ``device``, made once: building it each call is a blocking
     host-to-device copy (a device sync in every training step)."""

@@ -114,7 +114,10 @@ def _upsample(heatmaps: torch.Tensor, factor: int) -> torch.Tensor:
     return rows @ heatmaps @ cols.T
 
 
+# Cached tensors are made outside inference mode: one first made during prediction would be an
+# inference tensor, which a later training step cannot save for backward.
 @functools.lru_cache(maxsize=32)
+@torch.inference_mode(False)
 def bicubic_matrix(n: int, factor: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """The ``((n - 1) * factor + 1, n)`` matrix of 1-D bicubic ``align_corners=True`` upsampling,
     read off ``F.interpolate`` itself (column j = its response to a unit impulse at j)."""
