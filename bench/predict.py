@@ -4,7 +4,7 @@ Times :func:`lpray.track.predict.predict_video_arrays` (what ``lpray predict`` /
 run) on the mirror-mouse video with a ResNet-50 heatmap model at 256x256, against the raw network
 alone on random input (the ceiling), at several chunk sizes.
 
-    python bench/predict.py --backend pyav --chunks 64 128 256
+    python bench/predict.py --backend pyav dali --chunks 64 128 256 [--loop 1 10 30]
 """
 
 from __future__ import annotations
@@ -45,8 +45,10 @@ def raw_model_rate(trained: TrainedModel, batch: int, device: torch.device, repe
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", default="auto")
+    parser.add_argument("--backend", nargs="+", default=["auto"],
+                        help="video readers to compare in one run (auto, pyav, dali)")
     parser.add_argument("--backbone", default="resnet50")
+    parser.add_argument("--image-size", type=int, default=256, help="model input side")
     parser.add_argument("--chunks", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--nchw", action="store_true",
@@ -54,39 +56,49 @@ def main() -> None:
     parser.add_argument("--decoders", type=int, nargs="+", default=[0],
                         help="DALI pipelines per video (0: lpray's default for the device)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
-    parser.add_argument("--loop", type=int, default=1,
+    parser.add_argument("--loop", type=int, nargs="+", default=[1],
                         help="play the clip this many times (remuxed) so start-up costs amortise")
+    parser.add_argument("--name", default=None, help="result file name")
     args = parser.parse_args()
-    video = SHARED_DATA / "mirror-mouse-example" / "videos" / "test_vid.mp4"
-    if args.loop > 1:
-        video = looped_video(video, Path(tempfile.gettempdir()) / f"lpray-loop{args.loop}.mp4", args.loop)
+    clip = SHARED_DATA / "mirror-mouse-example" / "videos" / "test_vid.mp4"
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    cfg = load_config(None, [f"model.backbone={args.backbone}", "data.image_size=[256,256]"])
+    size = args.image_size
+    cfg = load_config(None, [f"model.backbone={args.backbone}", f"data.image_size=[{size},{size}]"])
     names = [f"kp{k}" for k in range(17)]
     module = PoseModule(cfg.to_dict(), names).eval().to(device)
     if device.type == "cuda" and not args.nchw:
         module = module.to(memory_format=torch.channels_last)  # as load_trained does
     trained = TrainedModel(module, Path("."), device, compile=args.compile)
     rows = []
-    for chunk in args.chunks:
-        raw = raw_model_rate(trained, chunk, device)
-        for decoders in args.decoders:
-            rates = []
-            for _ in range(args.repeats + 1):  # first run warms up (cuDNN autotune, decoder)
-                if device.type == "cuda":
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                xy, _ = predict_video_arrays(trained, str(video), chunk_size=chunk,
-                                             backend=args.backend, decoders=decoders or None)
-                rates.append(len(xy) / (time.perf_counter() - start))
-            end_to_end = median(rates[1:])
-            rows.append({"chunk": chunk, "decoders": decoders or "default", "end_to_end_fps": end_to_end,
-                         "raw_model_fps": raw, "e2e/raw": end_to_end / raw, "frames": len(xy)})
-            print(rows[-1], flush=True)
-    print(f"device: {device}, backbone {args.backbone}, 256x256, bf16 autocast on CUDA, reader {args.backend}")
-    print_table(rows, ["chunk", "decoders", "end_to_end_fps", "raw_model_fps", "e2e/raw", "frames"])
-    suffix = (f"_loop{args.loop}" if args.loop > 1 else "") + ("_compiled" if args.compile else "")
-    write_json(f"predict_{device.type}_{args.backend}{suffix}", {"args": vars(args), "video": str(video), "rows": rows})
+    for loop in args.loop:
+        video = clip if loop == 1 else looped_video(
+            clip, Path(tempfile.gettempdir()) / f"lpray-loop{loop}.mp4", loop)
+        for chunk in args.chunks:
+            raw = raw_model_rate(trained, chunk, device)
+            for backend in args.backend:
+                # decoder counts only mean something to DALI
+                for decoders in args.decoders if backend != "pyav" else [0]:
+                    rates = []
+                    for _ in range(args.repeats + 1):  # first run warms up (cuDNN, decoder)
+                        if device.type == "cuda":
+                            torch.cuda.synchronize()
+                        start = time.perf_counter()
+                        xy, _ = predict_video_arrays(trained, str(video), chunk_size=chunk,
+                                                     backend=backend, decoders=decoders or None)
+                        rates.append(len(xy) / (time.perf_counter() - start))
+                    end_to_end = median(rates[1:])
+                    rows.append({"loop": loop, "frames": len(xy), "chunk": chunk, "backend": backend,
+                                 "decoders": decoders or "default", "end_to_end_fps": end_to_end,
+                                 "raw_model_fps": raw, "e2e/raw": end_to_end / raw})
+                    print(rows[-1], flush=True)
+    print(f"device: {device}, backbone {args.backbone}, {size}x{size}, bf16 autocast on CUDA")
+    print_table(rows, ["loop", "frames", "chunk", "backend", "decoders", "end_to_end_fps",
+                       "raw_model_fps", "e2e/raw"])
+    loops = args.loop[0] if len(args.loop) == 1 else "s"
+    name = args.name or (f"predict_{device.type}_{'_'.join(args.backend)}"
+                         + (f"_loop{loops}" if args.loop != [1] else "")
+                         + ("_compiled" if args.compile else ""))
+    write_json(name, {"args": vars(args), "video": str(clip), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -285,7 +285,7 @@ def with_compile(values: dict[str, Any]) -> dict[str, Any]:
 
 # The runs ``--gpu`` can make (``--runs`` picks some; one device call cannot hold them all).
 GPU_RUNS = ("plain-loader", "plain-device", "ray-device", "plain-device-compiled", "plain-1-reader",
-            "plain-device-graphs", "plain-device-graphs-4workers")
+            "plain-device-graphs", "plain-device-graphs-4workers", "plain-device-graphs-64")
 GPU_RUN_LABELS = {
     "plain-loader": "plain, augment in loader",
     "plain-device": "plain, augment on GPU",
@@ -294,6 +294,8 @@ GPU_RUN_LABELS = {
     "plain-device-compiled": "plain, augment on GPU, compiled backbone",
     "plain-device-graphs": "plain, augment on GPU, CUDA-graphed backbone",
     "plain-device-graphs-4workers": "plain, augment on GPU, CUDA-graphed, 4 loader workers",
+    # 32 labeled + 32 video frames: the 64 frames a step of DESIGN's ceiling measurement
+    "plain-device-graphs-64": "plain, augment on GPU, CUDA-graphed, 32+32 frames a step",
 }
 
 
@@ -323,6 +325,14 @@ def gpu_bench(
         ),
         "plain-device-graphs": lambda r: plain_run(
             run_config(with_training(device_cfg, cuda_graphs=True), work, f"gpu-graphs-r{r}", epochs)
+        ),
+        "plain-device-graphs-64": lambda r: plain_run(
+            run_config(
+                with_training(device_cfg, cuda_graphs=True, sequence_length=32),
+                work,
+                f"gpu-graphs-64-r{r}",
+                epochs,
+            )
         ),
         "plain-device-graphs-4workers": lambda r: plain_run(
             run_config(

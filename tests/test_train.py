@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -53,6 +54,46 @@ def test_model_directory_is_complete(trained, tiny_project):
     for name in ("train/temporal", "train/pca_singleview", "train/supervised"):
         assert steps[name].notna().any(), name
     assert (steps["train/pca_singleview"].dropna() >= 0).all()
+
+
+def test_best_checkpoint_holds_weights_and_last_the_resume_state(trained):
+    import torch  # noqa: PLC0415
+
+    best = torch.load(trained / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(trained / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert "optimizer_states" not in best and best["state_dict"]
+    assert last["optimizer_states"] and last["epoch"] == 1  # the final epoch, always written
+
+
+class _FakeTrainer:
+    """What LastCheckpoint reads from a trainer; records the epochs it saves."""
+
+    def __init__(self, max_epochs: int) -> None:
+        self.max_epochs, self.current_epoch = max_epochs, 0
+        self.should_stop, self.is_global_zero = False, True
+        self.saved: list[int] = []
+
+    def save_checkpoint(self, path) -> None:
+        Path(path).write_text(str(self.current_epoch))
+        self.saved.append(self.current_epoch)
+
+
+@pytest.mark.parametrize(("every_s", "expected"), [(0.0, [0, 1, 2, 3, 4]), (3600.0, [4])])
+def test_last_checkpoint_is_written_per_interval_and_after_the_final_epoch(
+    tmp_path, every_s, expected
+):
+    from lpray.train.fit import LastCheckpoint  # noqa: PLC0415
+
+    path = tmp_path / "last.ckpt"
+    callback, trainer = LastCheckpoint(path, every_s), _FakeTrainer(max_epochs=5)
+    for epoch in range(5):
+        trainer.current_epoch = epoch
+        callback.on_train_epoch_end(trainer, None)
+    assert trainer.saved == expected
+    assert path.read_text() == "4" and not list(tmp_path.glob("*.partial"))
+    trainer.saved, trainer.current_epoch, trainer.should_stop = [], 2, True  # early stop
+    callback.on_train_epoch_end(trainer, None)
+    assert trainer.saved == [2]
 
 
 def test_predict_video_and_labeled_csv(trained, tiny_project, tmp_path):
@@ -126,7 +167,9 @@ def test_step_logs_are_made_only_on_the_steps_lightning_writes(tiny_project, tmp
     from lpray.train.module import PoseModule
 
     training = {"log_every_n_steps": 2, "max_epochs": 3, "batch_size": 4}
-    cfg = config_from_dict(tiny_config(tiny_project, tmp_path / "m", losses=SEMI, training=training))
+    cfg = config_from_dict(
+        tiny_config(tiny_project, tmp_path / "m", losses=SEMI, training=training)
+    )
     calls = []
     original = PoseModule._log_step
 

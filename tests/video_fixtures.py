@@ -60,6 +60,7 @@ def write_video(
     gop: int = 10,
     draw: Callable[[int], np.ndarray] | None = None,
     pts_ms: list[int] | None = None,
+    colorspace: int | None = None,
 ) -> str:
     """Encode ``n_frames`` frames drawn by ``draw(i)`` (default :func:`index_frame`).
 
@@ -69,24 +70,28 @@ def write_video(
         n_frames: frame count.
         fps: nominal rate.
         gop: keyframe interval, small so seeking is exercised.
-        draw: frame i -> (H, W) greyscale uint8.
+        draw: frame i -> (H, W) greyscale or (H, W, 3) RGB uint8.
         pts_ms: explicit presentation times in ms (uneven values make a variable-frame-rate file).
+        colorspace: FFmpeg AVColorSpace code to convert with and tag (1 = BT.709); None: untagged.
     """
     encoder, pix_fmt, _, options = CODECS[codec]
     draw = draw or index_frame
     first = draw(0)
     container = av.open(str(path), "w")
     stream = container.add_stream(encoder, rate=fps)
-    stream.height, stream.width = first.shape
+    stream.height, stream.width = first.shape[:2]
     stream.pix_fmt = pix_fmt
+    if colorspace is not None:  # tag the stream (and each frame below) with this matrix
+        stream.codec_context.colorspace = colorspace
     stream.codec_context.gop_size = gop
     stream.options = dict(options)
     if pts_ms is not None:
         stream.codec_context.time_base = Fraction(1, 1000)
     for i in range(n_frames):
-        grey = draw(i)
-        frame = av.VideoFrame.from_ndarray(np.stack([grey] * 3, -1), format="rgb24")
-        frame = frame.reformat(format=pix_fmt)
+        drawn = draw(i)
+        rgb = drawn if drawn.ndim == 3 else np.stack([drawn] * 3, -1)
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame = frame.reformat(format=pix_fmt, dst_colorspace=colorspace)
         if pts_ms is not None:
             frame.pts = pts_ms[i]
             frame.time_base = Fraction(1, 1000)

@@ -7,8 +7,9 @@ Two loaders, each with three backends chosen by a config string:
   matrix is a plain resize: the same samples, faster).
 - ``"dali"``: :mod:`lpray.data.dali_pipeline`; on a GPU any codec NVDEC reads, on the CPU only
   VP8/VP9/MJPEG.
-- ``"auto"``: DALI on the GPU when ``device`` is CUDA and NVDEC reads every video; else DALI on
-  the CPU when every video is VP8/VP9/MJPEG; else PyAV. (Deliberately keyed on ``device``, not on
+- ``"auto"``: DALI on the GPU when ``device`` is CUDA and NVDEC reads every video (for prediction
+  only when the video is long enough to repay DALI's start-up, :func:`short_for_dali`); else DALI
+  on the CPU when every video is VP8/VP9/MJPEG; else PyAV. (Deliberately keyed on ``device``, not on
   whether a GPU exists: a caller that asks for CPU tensors gets CPU decoding.)
 
 Geometry is one set of numpy functions for both backends. :func:`sample_augmentation` draws a
@@ -46,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 from lpray.data.video import PyAVReader, VideoError, VideoInfo, validate_video
+from lpray.data.yuv import Yuv420Layout, yuv420_layout, yuv420_to_rgb
 from lpray.io import storage
 
 if TYPE_CHECKING:
@@ -717,6 +719,8 @@ def iter_prediction_chunks(
     path = _local_video(video)
     info = validate_video(path)
     kind = choose_backend(backend, [info], device)
+    if kind == "dali-gpu" and backend == "auto" and short_for_dali(info):
+        kind = "pyav"
     image_size = tuple(image_size)
     to_frame = to_frame_matrix(np.eye(2, 3), (info.height, info.width), image_size)
     to_frame_t = torch.from_numpy(to_frame).float().to(device)
@@ -734,15 +738,56 @@ def iter_prediction_chunks(
     return _assemble_chunks(blocks, info.n_frames, chunk_size, context, to_frame_t, device)
 
 
+# Below this many decoded pixels (frames x width x height) "auto" predicts a video on a GPU with
+# PyAV (FFmpeg's threaded CPU decoder, colour conversion on the GPU) instead of DALI: building DALI
+# pipelines costs about a second, more than PyAV needs for the whole of a short clip. On one H100
+# with 16 cores (bench/results/predict_cuda_short.json): TODO measured crossover.
+DALI_MIN_PIXELS = 2_000_000_000
+
+
+def short_for_dali(info: VideoInfo) -> bool:
+    """Whether a video is too short for DALI's start-up to pay off (see ``DALI_MIN_PIXELS``)."""
+    return info.n_frames * info.width * info.height < DALI_MIN_PIXELS
+
+
 def _pyav_blocks(
     path: str, chunk: int, image_size: tuple[int, int], to_frame: torch.Tensor, device: str
 ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Consecutive blocks of ``chunk`` frames (the last one shorter), sequential decoding."""
+    """Consecutive blocks of ``chunk`` frames (the last one shorter), sequential decoding.
+
+    On a CPU the blocks are decoded, converted and warped in turn. On a GPU a background thread
+    decodes ahead of the network (:func:`prefetched`), uploads each block's raw 4:2:0 planes
+    (half the bytes of RGB) and converts and warps them there (:mod:`lpray.data.yuv`), so the
+    CPU only runs FFmpeg's decoder; formats that module cannot convert exactly upload RGB.
+    """
+    if torch.device(device).type != "cuda":
+        yield from _pyav_decoded_blocks(path, chunk, image_size, to_frame, device, None)
+        return
+    layout = yuv420_layout(path)
+    source = _pyav_decoded_blocks(path, chunk, image_size, to_frame, device, layout)
+    stream = prefetched([source], device, depth=3)
+    with contextlib.closing(stream):
+        yield from stream
+
+
+def _pyav_decoded_blocks(
+    path: str,
+    chunk: int,
+    image_size: tuple[int, int],
+    to_frame: torch.Tensor,
+    device: str,
+    layout: Yuv420Layout | None,
+) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
+    """Decode, upload (from pinned memory on a GPU), convert to RGB when given planar ``layout``,
+    warp and normalise."""
+    pin = torch.device(device).type == "cuda"
     with PyAVReader(path) as reader:
         start = 0
-        for block in reader.iter_chunks(chunk):
-            frames = warp_normalise(torch.from_numpy(block).to(device), to_frame, image_size)
-            yield frames, np.arange(start, start + len(block))
+        for block in reader.iter_chunks(chunk, planes=layout is not None):
+            host = torch.from_numpy(block)
+            raw = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
+            rgb = yuv420_to_rgb(raw, layout) if layout is not None else raw
+            yield warp_normalise(rgb, to_frame, image_size), np.arange(start, start + len(block))
             start += len(block)
 
 

@@ -40,6 +40,9 @@ SUPPORTED_PIX_FMTS = frozenset(
     }
 )
 
+# 8-bit 4:2:0 formats whose raw planes PyAVReader can hand out (planes=True).
+PLANAR_420 = frozenset({"yuv420p", "yuvj420p"})
+
 # A timestamp step may differ from the mean step by this many time-base ticks (containers round
 # pts, e.g. WebM stores milliseconds, so 30 fps alternates 33/34 ms) or by this fraction of the
 # mean step, whichever is larger, before the video counts as variable frame rate.
@@ -368,42 +371,71 @@ class PyAVReader:
             self._next_frame(expect=self._next)
             self._next += 1
 
-    def _take(self, count: int) -> np.ndarray:
-        out = np.empty((count, self.info.height, self.info.width, 3), np.uint8)
+    def _take(self, count: int, planes: bool) -> np.ndarray:
+        height, width = self.info.height, self.info.width
+        if planes:
+            out = np.empty((count, height * width * 3 // 2), np.uint8)
+        else:
+            out = np.empty((count, height, width, 3), np.uint8)
         for k in range(count):
             frame = self._next_frame(expect=self._next)
-            out[k] = frame.to_ndarray(format="rgb24")
+            if planes:
+                if frame.format.name not in PLANAR_420 or (frame.height, frame.width) != (
+                    height,
+                    width,
+                ):
+                    raise VideoError(
+                        f"{self.path}: frame {self._next} is {frame.format.name} "
+                        f"{frame.width}x{frame.height}, not 4:2:0 {width}x{height} like the "
+                        f"stream: {reencode_command(self.path, self.info.fps)}"
+                    )
+                # Y, U, V planes back to back (PyAV drops each plane's line padding)
+                out[k] = frame.to_ndarray().reshape(-1)
+            else:
+                out[k] = frame.to_ndarray(format="rgb24")
             self._next += 1
         return out
 
-    def read(self, start: int, count: int) -> np.ndarray:
-        """Frames ``start .. start + count - 1`` as RGB.
+    def read(self, start: int, count: int, planes: bool = False) -> np.ndarray:
+        """Frames ``start .. start + count - 1`` as RGB, or as their raw 4:2:0 planes.
+
+        Args:
+            start: first frame index.
+            count: number of frames.
+            planes: return each frame's I420 planes (Y, U, V back to back) as decoded, for
+                :func:`lpray.data.yuv.yuv420_to_rgb`; only for yuv420p/yuvj420p videos with
+                even sides.
 
         Returns:
-            ``(count, height, width, 3)`` uint8; greyscale content has three equal channels.
+            ``(count, height, width, 3)`` uint8 (greyscale content has three equal channels), or
+            with ``planes`` ``(count, height * width * 3 // 2)`` uint8.
 
         Raises:
             IndexError: the range leaves the video.
-            VideoError: the stream does not decode to the indexed frames.
+            VideoError: the stream does not decode to the indexed frames (or, with ``planes``,
+                to 4:2:0 frames of the stream's size).
         """
         if count < 0 or start < 0 or start + count > len(self):
             raise IndexError(
                 f"{self.path}: frames [{start}, {start + count}) outside 0..{len(self)}"
             )
+        if planes and (self.info.height % 2 or self.info.width % 2):
+            raise ValueError(f"{self.path}: planes=True needs even frame sides")
         if count == 0:
-            return np.empty((0, self.info.height, self.info.width, 3), np.uint8)
+            return self._take(0, planes)
         self._position_at(start)
-        return self._take(count)
+        return self._take(count, planes)
 
-    def iter_chunks(self, chunk: int, start: int = 0) -> Iterator[np.ndarray]:
+    def iter_chunks(self, chunk: int, start: int = 0, planes: bool = False) -> Iterator[np.ndarray]:
         """Decode from ``start`` to the end in order, ``chunk`` frames at a time, never seeking
-        after the first frame; the last chunk holds the remainder."""
+        after the first frame; the last chunk holds the remainder. ``planes``: as in
+        :meth:`read`."""
         if chunk < 1:
             raise ValueError(f"chunk must be >= 1, got {chunk}")
         position = start
         while position < len(self):
             count = min(chunk, len(self) - position)
-            yield self.read(position, count)
+            yield self.read(position, count, planes)
             position += count
 
 

@@ -70,6 +70,32 @@ class EpochMetricsWriter(Callback):
             pd.DataFrame(rows).to_csv(handle, index=False)
 
 
+class LastCheckpoint(Callback):
+    """Writes ``last.ckpt``, the full resume state (optimizer included), at the end of an epoch
+    once ``every_s`` seconds have passed since the previous write, and always after the final
+    epoch. Written to a temporary name and renamed, so a crash mid-write keeps the old one.
+
+    Every epoch would be simplest, but with short epochs the writes dominate: on the
+    mirror-mouse example (5 steps an epoch, ResNet-18, 135 MB with Adam's state) they took
+    0.4 s of a 2.4 s epoch on 2 CPU cores.
+    """
+
+    def __init__(self, path: Path, every_s: float) -> None:
+        self.path = path
+        self.every_s = every_s
+        self._written = time.monotonic()
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        final = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
+        if not final and time.monotonic() - self._written < self.every_s:
+            return
+        partial = self.path.with_name(self.path.name + ".partial")
+        trainer.save_checkpoint(partial)
+        if trainer.is_global_zero:
+            partial.replace(self.path)
+        self._written = time.monotonic()
+
+
 def make_trainer(
     cfg: Config, model_dir: Path, callbacks: list[Callback], **overrides: Any
 ) -> pl.Trainer:
@@ -80,18 +106,14 @@ def make_trainer(
         monitor="val_pixel_error",
         mode="min",
         save_top_k=1,
+        # prediction needs the weights only: a third of the bytes of a resumable checkpoint,
+        # and early in training it is rewritten nearly every epoch
+        save_weights_only=True,
         enable_version_counter=False,
     )
-    # "last" is written at the end of EVERY epoch (ModelCheckpoint's save_last only follows the
-    # monitored saves), so a rerun resumes exactly after the last finished epoch.
-    last = ModelCheckpoint(
-        dirpath=model_dir / "checkpoints",
-        filename="last",
-        save_top_k=1,
-        every_n_epochs=1,
-        save_on_train_epoch_end=True,
-        enable_version_counter=False,
-    )
+    # "last" is a callback of its own (ModelCheckpoint's save_last only follows the monitored
+    # saves): a rerun resumes after the last epoch it wrote.
+    last = LastCheckpoint(model_dir / "checkpoints" / "last.ckpt", t.last_checkpoint_every_s)
     kwargs: dict[str, Any] = dict(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
