@@ -261,7 +261,7 @@ def one_worker_losses(values: dict[str, Any], steps: int) -> list[float]:
     module.train()
     losses = []
     for epoch in range(steps):
-        loader.dataset.epoch = epoch  # the trainer draws new augmentation every epoch
+        loader.sampler.set_epoch(epoch)  # the trainer draws new augmentation every epoch
         (batch,) = list(loader)  # the whole train split in one batch
         FreezeBatchNorm().on_train_batch_start(None, module, batch, 0)
         loss = cfg.losses.supervised_weight * module.supervised_loss(batch)

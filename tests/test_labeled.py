@@ -224,8 +224,9 @@ def test_augmentation_deferred_to_the_device_matches_the_loader(tmp_path, preset
 
 
 def test_loader_workers_draw_new_augmentation_each_epoch(tmp_path):
-    """With loader worker processes (training.num_workers > 0) each epoch still gets its own
-    draws: the workers must see the epoch the trainer sets on the dataset."""
+    """With loader worker processes (training.num_workers > 0, persistent across epochs) each
+    epoch still gets its own draws: the workers must see the epoch the trainer sets on the
+    loader's sampler."""
     from lpray.config import config_from_dict
     from lpray.train.data import labeled_loader
 
@@ -240,8 +241,9 @@ def test_loader_workers_draw_new_augmentation_each_epoch(tmp_path):
     bundle = types.SimpleNamespace(frames=frames)
     loader = labeled_loader(cfg, bundle, np.arange(4), True, 0)
     epochs = []
+    assert loader.persistent_workers
     for epoch in (0, 1, 0):
-        loader.dataset.epoch = epoch
+        loader.sampler.set_epoch(epoch)
         batch = next(iter(loader))
         order = torch.argsort(batch["index"])
         epochs.append(batch["keypoints"][order])

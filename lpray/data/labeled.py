@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from lpray.data.augment import (
     NO_AUGMENT,
@@ -240,7 +240,9 @@ class LabeledDataset(Dataset):
             self._cache[relative] = load_image(path)
         return self._cache[relative]
 
-    def __getitem__(self, item: int) -> dict[str, torch.Tensor]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        # (epoch, item) from an EpochSampler; a plain item draws for ``self.epoch``
+        epoch, item = item if isinstance(item, tuple) else (self.epoch, item)
         if not 0 <= item < self.length:
             raise IndexError(item)
         index = item % len(self.frames)  # the frame; ``item`` seeds this visit's augmentation
@@ -254,7 +256,7 @@ class LabeledDataset(Dataset):
         frame_size = tuple(images[0].shape[1:])
         # One draw for all context frames keeps the clip consistent.
         drawn = draw(
-            np.random.default_rng([self.seed, self.epoch, item]),
+            np.random.default_rng([self.seed, epoch, item]),
             self.augment,
             frame_size,
             self.image_size,
@@ -276,3 +278,31 @@ class LabeledDataset(Dataset):
             "to_frame": torch.as_tensor(invert_affine(matrix), dtype=torch.float32),
             "index": torch.tensor(index),
         }
+
+
+class EpochSampler(Sampler):
+    """Hands a dataset ``(epoch, item)`` pairs: ``base``'s items, tagged with the epoch.
+
+    Loader worker processes index their own copy of the dataset, made when they start, so an
+    epoch set on the dataset in the main process never reaches workers that persist across
+    epochs; they would repeat the first epoch's augmentation draws. The sampler runs in the main
+    process, so tagging each item with the epoch carries it to every worker, and the workers
+    (and their decoded-image caches) can live for the whole fit. Lightning calls
+    :meth:`set_epoch` at the start of every epoch, as for a ``DistributedSampler``.
+    """
+
+    def __init__(self, base: Sampler) -> None:
+        self.base = base
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        if hasattr(self.base, "set_epoch"):  # a DistributedSampler reshuffles per epoch
+            self.base.set_epoch(epoch)
+
+    def __iter__(self):  # noqa: ANN204 - an iterator of (epoch, item)
+        epoch = self.epoch
+        return ((epoch, int(item)) for item in self.base)
+
+    def __len__(self) -> int:
+        return len(self.base)

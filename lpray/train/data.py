@@ -15,11 +15,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from lpray.config import Config
 from lpray.data.augment import AUGMENT_PRESETS
 from lpray.data.labeled import (
+    EpochSampler,
     LabeledDataset,
     LabeledFrames,
     LabelError,
@@ -187,9 +188,9 @@ def labeled_loader(
         length,
         defer_augment=defer_augment and train,
     )
-    sampler = None
+    generator = torch.Generator().manual_seed(cfg.training.seed)
     if num_shards > 1:
-        sampler = DistributedSampler(
+        base = DistributedSampler(
             dataset,
             num_replicas=num_shards,
             rank=shard_id,
@@ -197,19 +198,20 @@ def labeled_loader(
             seed=cfg.training.seed,
             drop_last=False,
         )
-    generator = torch.Generator().manual_seed(cfg.training.seed)
+    else:
+        base = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
+    workers = cfg.training.num_workers
     return DataLoader(
         dataset,
         batch_size=cfg.training.batch_size if train else max(cfg.training.batch_size, 32),
-        shuffle=train and sampler is None,
-        sampler=sampler,
-        num_workers=cfg.training.num_workers,
+        sampler=EpochSampler(base),
+        num_workers=workers,
         collate_fn=_collate_labeled,
         generator=generator,
-        # Not persistent: worker processes hold a COPY of the dataset, made when an epoch's
-        # iteration starts, so persistent ones would never see the epoch the trainer sets on it
-        # and would repeat the first epoch's augmentation draws in every epoch.
-        persistent_workers=False,
+        # Workers live for the whole fit: the EpochSampler brings them each epoch's number, and
+        # their caches of decoded images survive (re-created per epoch they decoded every image
+        # again each epoch).
+        persistent_workers=workers > 0,
         pin_memory=pin_memory,
     )
 
