@@ -740,9 +740,11 @@ def iter_prediction_chunks(
 
 # Below this many decoded pixels (frames x width x height) "auto" predicts a video on a GPU with
 # PyAV (FFmpeg's threaded CPU decoder, colour conversion on the GPU) instead of DALI: building DALI
-# pipelines costs about a second, more than PyAV needs for the whole of a short clip. On one H100
-# with 16 cores (bench/results/predict_cuda_short.json): TODO measured crossover.
-DALI_MIN_PIXELS = 2_000_000_000
+# pipelines costs over a second, more than PyAV needs for a whole short clip. One H100 with 16
+# CPU cores, ResNet-50 256x256 (bench/results/predict_cuda_crossover.json), 396x406 H.264:
+# PyAV ~1,550-1,660 frames/s at any length; DALI 686 (994 frames), 2,280 (9,940), 2,860 (29,820),
+# i.e. ~1.3 s of start-up then ~3,300 frames/s: equal at ~4,000 frames, 6.4e8 pixels.
+DALI_MIN_PIXELS = 600_000_000
 
 
 def short_for_dali(info: VideoInfo) -> bool:
