@@ -249,3 +249,20 @@ def test_loader_workers_draw_new_augmentation_each_epoch(tmp_path):
         epochs.append(batch["keypoints"][order])
     torch.testing.assert_close(epochs[0], epochs[2])  # the same epoch: the same draws
     assert not torch.allclose(epochs[0], epochs[1])  # another epoch: other draws
+
+
+def test_preload_decodes_every_image_once_and_respects_its_budget(tmp_path):
+    """Training loaders with worker processes decode the images before the workers fork; the
+    items are the ones lazy loading gives, context neighbours included."""
+    make_project(tmp_path, n=5, size=(48, 64))
+    frames = read_labeled_frames(tmp_path)
+    lazy = LabeledDataset(frames, (32, 32), context=2)
+    eager = LabeledDataset(frames, (32, 32), context=2)
+    image_bytes = 3 * 48 * 64
+    assert not eager.preload(max_bytes=image_bytes)  # over budget: left lazy
+    assert len(eager._cache) <= 1
+    assert eager.preload()
+    assert set(eager._cache) == {str(p) for p in frames.image_paths}  # neighbours missing here
+    for i in range(len(frames)):
+        torch.testing.assert_close(eager[i]["image"], lazy[i]["image"])
+        torch.testing.assert_close(eager[i]["keypoints"], lazy[i]["keypoints"])

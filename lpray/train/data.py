@@ -201,6 +201,8 @@ def labeled_loader(
     else:
         base = RandomSampler(dataset, generator=generator) if train else SequentialSampler(dataset)
     workers = cfg.training.num_workers
+    if train and workers > 0:
+        dataset.preload()  # before the workers fork: they share the decoded images
     return DataLoader(
         dataset,
         batch_size=cfg.training.batch_size if train else max(cfg.training.batch_size, 32),
