@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -99,10 +100,13 @@ GPU_CONFIG: dict[str, Any] = {
 
 
 def run_config(base: dict[str, Any], work: Path, name: str, epochs: int) -> dict[str, Any]:
-    """``base`` for one run: its own model directory (a shared one would resume, not retrain)."""
+    """``base`` for one run: its own, fresh model directory (an existing one would resume
+    instead of retraining, e.g. when ``--work`` is reused across calls)."""
     values = copy.deepcopy(base)
     values["data"]["synthetic_dir"] = str(work / "synthetic")
-    values["training"].update(max_epochs=epochs, output_dir=str(work / "models" / name))
+    model_dir = work / "models" / name
+    shutil.rmtree(model_dir, ignore_errors=True)
+    values["training"].update(max_epochs=epochs, output_dir=str(model_dir))
     return values
 
 
