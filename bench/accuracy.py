@@ -76,9 +76,12 @@ def run(dataset: str, mode: str, seed: int, args: argparse.Namespace, out: Path)
     if args.epochs:
         overrides.append(f"training.max_epochs={args.epochs}")
     if dataset == "mirror-mouse":
-        overrides += [f"data.root={SHARED_DATA / 'mirror-mouse-example'}",
-                      f"data.split_file={SHARED_DATA / 'mirror-mouse-reference-split.json'}",
-                      "model.backbone=resnet18", f"data.image_size=[{args.mm_size},{args.mm_size}]"]
+        overrides += [
+            f"data.root={SHARED_DATA / 'mirror-mouse-example'}",
+            f"data.split_file={SHARED_DATA / 'mirror-mouse-reference-split.json'}",
+            "model.backbone=resnet18",
+            f"data.image_size=[{args.mm_size},{args.mm_size}]",
+        ]
     else:
         overrides.append(f"data.synthetic_dir={out / 'synthetic-project'}")
         if args.train_frames:
@@ -88,8 +91,12 @@ def run(dataset: str, mode: str, seed: int, args: argparse.Namespace, out: Path)
     model_dir = train(cfg)
     summary = json.loads((model_dir / "summary.json").read_text())
     row = {
-        "dataset": dataset, "mode": mode, "seed": seed, "minutes": (time.perf_counter() - started) / 60,
-        "test_pixel_error": summary["test_pixel_error"], "val_pixel_error": summary["val_pixel_error"],
+        "dataset": dataset,
+        "mode": mode,
+        "seed": seed,
+        "minutes": (time.perf_counter() - started) / 60,
+        "test_pixel_error": summary["test_pixel_error"],
+        "val_pixel_error": summary["val_pixel_error"],
         "train_frames": summary["n_train_frames"],
     }
     import pandas as pd
@@ -103,23 +110,43 @@ def run(dataset: str, mode: str, seed: int, args: argparse.Namespace, out: Path)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", choices=list(SETTINGS), action="append")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=None)
-    parser.add_argument("--train-frames", type=int, default=None, help="synthetic labeled frames used")
+    parser.add_argument(
+        "--train-frames", type=int, default=None, help="synthetic labeled frames used"
+    )
     parser.add_argument("--mm-size", type=int, default=128, help="mirror-mouse image size")
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-accuracy")
-    parser.add_argument("--override", nargs="*", default=[], help="extra config overrides for all runs")
-    parser.add_argument("--semi", nargs="*", default=[], help="overrides for the semi-supervised runs only")
-    parser.add_argument("--modes", nargs="+", default=["supervised", "semi-supervised"],
-                        choices=["supervised", "semi-supervised"])
+    parser.add_argument(
+        "--override", nargs="*", default=[], help="extra config overrides for all runs"
+    )
+    parser.add_argument(
+        "--semi", nargs="*", default=[], help="overrides for the semi-supervised runs only"
+    )
+    parser.add_argument(
+        "--modes",
+        nargs="+",
+        default=["supervised", "semi-supervised"],
+        choices=["supervised", "semi-supervised"],
+    )
     parser.add_argument("--name", default="accuracy", help="result file bench/results/NAME.json")
-    parser.add_argument("--merge", nargs="+", default=None,
-                        help="no training: summarise the runs of these result files together")
+    parser.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        help="no training: summarise the runs of these result files together",
+    )
     args = parser.parse_args()
     if args.merge:
-        rows = [r for name in args.merge for r in json.loads((RESULTS / f"{name}.json").read_text())["runs"]]
+        rows = [
+            r
+            for name in args.merge
+            for r in json.loads((RESULTS / f"{name}.json").read_text())["runs"]
+        ]
     else:
         rows = []
         for dataset in args.only or list(SETTINGS):
@@ -130,9 +157,26 @@ def main() -> None:
                 for mode in args.modes:
                     rows.append(run(dataset, mode, seed, args, args.out))
     summary = summarise(rows)
-    print_table(summary, ["dataset", "labels", "mode", "seeds", "test_pixel_error", "test_sd",
-                          "video_pixel_error", "video_sd", "video/sup", "video_p95", "semi_wins"])
-    write_json(args.name, {"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows, "summary": summary})
+    print_table(
+        summary,
+        [
+            "dataset",
+            "labels",
+            "mode",
+            "seeds",
+            "test_pixel_error",
+            "test_sd",
+            "video_pixel_error",
+            "video_sd",
+            "video/sup",
+            "video_p95",
+            "semi_wins",
+        ],
+    )
+    write_json(
+        args.name,
+        {"args": {k: str(v) for k, v in vars(args).items()}, "runs": rows, "summary": summary},
+    )
 
 
 def summarise(rows: list[dict]) -> list[dict]:
@@ -142,27 +186,45 @@ def summarise(rows: list[dict]) -> list[dict]:
     summary = []
     groups = dict.fromkeys((r["dataset"], r["train_frames"]) for r in rows)
     for dataset, labels in groups:
-        runs = {mode: {r["seed"]: r for r in rows if (r["dataset"], r["train_frames"], r["mode"]) == (dataset, labels, mode)}
-                for mode in ("supervised", "semi-supervised")}
+        runs = {
+            mode: {
+                r["seed"]: r
+                for r in rows
+                if (r["dataset"], r["train_frames"], r["mode"]) == (dataset, labels, mode)
+            }
+            for mode in ("supervised", "semi-supervised")
+        }
         base = runs["supervised"]
         for mode, by_seed in runs.items():
             if not by_seed:
                 continue
             entry = {"dataset": dataset, "labels": labels, "mode": mode, "seeds": len(by_seed)}
-            for metric, key in (("test_pixel_error", "test"), ("video_pixel_error", "video"),
-                                ("video_pixel_error_p95", "video_p95")):
+            for metric, key in (
+                ("test_pixel_error", "test"),
+                ("video_pixel_error", "video"),
+                ("video_pixel_error_p95", "video_p95"),
+            ):
                 values = [r[metric] for r in by_seed.values() if metric in r]
                 if values:
                     entry[metric if key != "video_p95" else key] = float(np.mean(values))
                     if key != "video_p95":
-                        entry[f"{key}_sd"] = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+                        entry[f"{key}_sd"] = (
+                            float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
+                        )
             if "video_pixel_error" in entry and base:
-                sup = [base[s]["video_pixel_error"] for s in by_seed if s in base and "video_pixel_error" in base[s]]
+                sup = [
+                    base[s]["video_pixel_error"]
+                    for s in by_seed
+                    if s in base and "video_pixel_error" in base[s]
+                ]
                 if sup:
                     entry["video/sup"] = entry["video_pixel_error"] / float(np.mean(sup))
                 if mode == "semi-supervised":
                     paired = [s for s in by_seed if s in base and "video_pixel_error" in base[s]]
-                    wins = sum(by_seed[s]["video_pixel_error"] < base[s]["video_pixel_error"] for s in paired)
+                    wins = sum(
+                        by_seed[s]["video_pixel_error"] < base[s]["video_pixel_error"]
+                        for s in paired
+                    )
                     entry["semi_wins"] = f"{wins}/{len(paired)}"
             summary.append(entry)
     return summary

@@ -11,7 +11,9 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # ../shared/data beside the checkout; LPRAY_SHARED_DATA points elsewhere (e.g. on the GPU machine).
-SHARED_DATA = Path(os.environ.get("LPRAY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED_DATA = Path(
+    os.environ.get("LPRAY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
+)
 
 
 def machine() -> dict[str, Any]:
@@ -24,7 +26,11 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version()}
+    info: dict[str, Any] = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+    }
     try:
         import torch
 
@@ -75,7 +81,11 @@ def looped_video(source: Path, target: Path, times: int) -> Path:
         stream_in = src.streams.video[0]
         stream_out = dst.add_stream_from_template(stream_in)
         packets = [p for p in src.demux(stream_in) if p.dts is not None]
-        span = max(p.pts for p in packets) - min(p.pts for p in packets) + int(packets[-1].duration or 1)
+        span = (
+            max(p.pts for p in packets)
+            - min(p.pts for p in packets)
+            + int(packets[-1].duration or 1)
+        )
         for k in range(times):
             for packet in packets:  # shifted in place: pass k plays at k * span
                 packet.pts += span if k else 0

@@ -25,12 +25,17 @@ from lpray.track.predict import TrainedModel, predict_video_arrays  # noqa: E402
 from lpray.train.module import PoseModule  # noqa: E402
 
 
-def raw_model_rate(trained: TrainedModel, batch: int, device: torch.device, repeats: int = 10) -> float:
+def raw_model_rate(
+    trained: TrainedModel, batch: int, device: torch.device, repeats: int = 10
+) -> float:
     module = trained.module
     frames = torch.randn(batch, 3, *module.image_size, device=device)
     if device.type == "cuda":
         frames = frames.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
+    ):
         for _ in range(3):
             module.heatmaps_to_image_coords(trained.forward_sequence(frames))
         if device.type == "cuda":
@@ -44,20 +49,39 @@ def raw_model_rate(trained: TrainedModel, batch: int, device: torch.device, repe
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backend", nargs="+", default=["auto"],
-                        help="video readers to compare in one run (auto, pyav, dali)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--backend",
+        nargs="+",
+        default=["auto"],
+        help="video readers to compare in one run (auto, pyav, dali)",
+    )
     parser.add_argument("--backbone", default="resnet50")
     parser.add_argument("--image-size", type=int, default=256, help="model input side")
     parser.add_argument("--chunks", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--nchw", action="store_true",
-                        help="keep NCHW on CUDA (lpray's load_trained switches to channels_last)")
-    parser.add_argument("--decoders", type=int, nargs="+", default=[0],
-                        help="DALI pipelines per video (0: lpray's default for the device)")
+    parser.add_argument(
+        "--nchw",
+        action="store_true",
+        help="keep NCHW on CUDA (lpray's load_trained switches to channels_last)",
+    )
+    parser.add_argument(
+        "--decoders",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="DALI pipelines per video (0: lpray's default for the device)",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the network")
-    parser.add_argument("--loop", type=int, nargs="+", default=[1],
-                        help="play the clip this many times (remuxed) so start-up costs amortise")
+    parser.add_argument(
+        "--loop",
+        type=int,
+        nargs="+",
+        default=[1],
+        help="play the clip this many times (remuxed) so start-up costs amortise",
+    )
     parser.add_argument("--name", default=None, help="result file name")
     args = parser.parse_args()
     clip = SHARED_DATA / "mirror-mouse-example" / "videos" / "test_vid.mp4"
@@ -71,8 +95,11 @@ def main() -> None:
     trained = TrainedModel(module, Path("."), device, compile=args.compile)
     rows = []
     for loop in args.loop:
-        video = clip if loop == 1 else looped_video(
-            clip, Path(tempfile.gettempdir()) / f"lpray-loop{loop}.mp4", loop)
+        video = (
+            clip
+            if loop == 1
+            else looped_video(clip, Path(tempfile.gettempdir()) / f"lpray-loop{loop}.mp4", loop)
+        )
         for chunk in args.chunks:
             raw = raw_model_rate(trained, chunk, device)
             for backend in args.backend:
@@ -83,21 +110,48 @@ def main() -> None:
                         if device.type == "cuda":
                             torch.cuda.synchronize()
                         start = time.perf_counter()
-                        xy, _ = predict_video_arrays(trained, str(video), chunk_size=chunk,
-                                                     backend=backend, decoders=decoders or None)
+                        xy, _ = predict_video_arrays(
+                            trained,
+                            str(video),
+                            chunk_size=chunk,
+                            backend=backend,
+                            decoders=decoders or None,
+                        )
                         rates.append(len(xy) / (time.perf_counter() - start))
                     end_to_end = median(rates[1:])
-                    rows.append({"loop": loop, "frames": len(xy), "chunk": chunk, "backend": backend,
-                                 "decoders": decoders or "default", "end_to_end_fps": end_to_end,
-                                 "raw_model_fps": raw, "e2e/raw": end_to_end / raw})
+                    rows.append(
+                        {
+                            "loop": loop,
+                            "frames": len(xy),
+                            "chunk": chunk,
+                            "backend": backend,
+                            "decoders": decoders or "default",
+                            "end_to_end_fps": end_to_end,
+                            "raw_model_fps": raw,
+                            "e2e/raw": end_to_end / raw,
+                        }
+                    )
                     print(rows[-1], flush=True)
     print(f"device: {device}, backbone {args.backbone}, {size}x{size}, bf16 autocast on CUDA")
-    print_table(rows, ["loop", "frames", "chunk", "backend", "decoders", "end_to_end_fps",
-                       "raw_model_fps", "e2e/raw"])
+    print_table(
+        rows,
+        [
+            "loop",
+            "frames",
+            "chunk",
+            "backend",
+            "decoders",
+            "end_to_end_fps",
+            "raw_model_fps",
+            "e2e/raw",
+        ],
+    )
     loops = args.loop[0] if len(args.loop) == 1 else "s"
-    name = args.name or (f"predict_{device.type}_{'_'.join(args.backend)}"
-                         + (f"_loop{loops}" if args.loop != [1] else "")
-                         + ("_compiled" if args.compile else ""))
+    name = args.name or (
+        f"predict_{device.type}_{'_'.join(args.backend)}"
+        + (f"_loop{loops}" if args.loop != [1] else "")
+        + ("_compiled" if args.compile else "")
+    )
     write_json(name, {"args": vars(args), "video": str(clip), "rows": rows})
 
 

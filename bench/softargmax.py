@@ -50,8 +50,10 @@ def main() -> None:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     repeats = 20 if device.type == "cuda" else 3
     rows = []
-    for label, frames, backward in (("predict, 128 frames", 128, False),
-                                    ("train, 16 frames fwd+bwd", 16, True)):
+    for label, frames, backward in (
+        ("predict, 128 frames", 128, False),
+        ("train, 16 frames fwd+bwd", 16, True),
+    ):
         matmul_ms = time_soft_argmax(frames, backward, device, repeats)
         original = coordinates._upsample
         coordinates._upsample = interpolate_upsample
@@ -59,8 +61,14 @@ def main() -> None:
             interpolate_ms = time_soft_argmax(frames, backward, device, repeats)
         finally:
             coordinates._upsample = original
-        rows.append({"case": label, "interpolate_ms": interpolate_ms, "matmul_ms": matmul_ms,
-                     "speedup": interpolate_ms / matmul_ms})
+        rows.append(
+            {
+                "case": label,
+                "interpolate_ms": interpolate_ms,
+                "matmul_ms": matmul_ms,
+                "speedup": interpolate_ms / matmul_ms,
+            }
+        )
         print(rows[-1], flush=True)
     print(f"device: {device}; soft_argmax of (N, 17, 64, 64) at x4, float32, median of {repeats}")
     print_table(rows, ["case", "interpolate_ms", "matmul_ms", "speedup"])

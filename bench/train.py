@@ -216,8 +216,12 @@ class BareStep:
 
         module, n = self.module, self.labeled["image"].shape[0]
         marker("step")
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            frames = torch.cat([self.labeled["image"].flatten(0, 1), self.unlabeled["frames"].flatten(0, 1)])
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        ):
+            frames = torch.cat(
+                [self.labeled["image"].flatten(0, 1), self.unlabeled["frames"].flatten(0, 1)]
+            )
             features = module.model.backbone(frames.contiguous(memory_format=torch.channels_last))
             outputs = module.model.labeled_heads(features[:n], n)
             loss = module.supervised_loss(self.labeled, outputs)
@@ -247,7 +251,8 @@ def bare_step(values: dict[str, Any]) -> BareStep:
     k = len(bundle.keypoint_names)
     labeled = {
         "image": torch.randn(t.batch_size, 1, 3, h, w, device=device),
-        "keypoints": torch.rand(t.batch_size, k, 2, device=device) * torch.tensor([w, h], device=device),
+        "keypoints": torch.rand(t.batch_size, k, 2, device=device)
+        * torch.tensor([w, h], device=device),
     }
     unlabeled = {
         "frames": torch.randn(t.unlabeled_sequences, t.sequence_length, 3, h, w, device=device),
@@ -288,8 +293,16 @@ def with_compile(values: dict[str, Any]) -> dict[str, Any]:
 
 
 # The runs ``--gpu`` can make (``--runs`` picks some; one device call cannot hold them all).
-GPU_RUNS = ("plain-loader", "plain-device", "ray-device", "plain-device-compiled", "plain-1-reader",
-            "plain-device-graphs", "plain-device-graphs-4workers", "plain-device-graphs-64")
+GPU_RUNS = (
+    "plain-loader",
+    "plain-device",
+    "ray-device",
+    "plain-device-compiled",
+    "plain-1-reader",
+    "plain-device-graphs",
+    "plain-device-graphs-4workers",
+    "plain-device-graphs-64",
+)
 GPU_RUN_LABELS = {
     "plain-loader": "plain, augment in loader",
     "plain-device": "plain, augment on GPU",
@@ -315,9 +328,13 @@ def gpu_bench(
     ray_cpus = float(max(1, (os.cpu_count() or 2) - 1))
     make = {
         "plain-loader": lambda r: plain_run(
-            run_config(with_augment_on(GPU_CONFIG, "loader"), work, f"gpu-plain-loader-r{r}", epochs)
+            run_config(
+                with_augment_on(GPU_CONFIG, "loader"), work, f"gpu-plain-loader-r{r}", epochs
+            )
         ),
-        "plain-device": lambda r: plain_run(run_config(device_cfg, work, f"gpu-plain-r{r}", epochs)),
+        "plain-device": lambda r: plain_run(
+            run_config(device_cfg, work, f"gpu-plain-r{r}", epochs)
+        ),
         "ray-device": lambda r: ray_run(
             run_config(device_cfg, work, f"gpu-ray-r{r}", epochs), 1, ray_cpus, 1.0
         ),
@@ -328,7 +345,9 @@ def gpu_bench(
             run_config(with_compile(device_cfg), work, f"gpu-plain-compiled-r{r}", epochs)
         ),
         "plain-device-graphs": lambda r: plain_run(
-            run_config(with_training(device_cfg, cuda_graphs=True), work, f"gpu-graphs-r{r}", epochs)
+            run_config(
+                with_training(device_cfg, cuda_graphs=True), work, f"gpu-graphs-r{r}", epochs
+            )
         ),
         "plain-device-graphs-64": lambda r: plain_run(
             run_config(
@@ -352,7 +371,9 @@ def gpu_bench(
         for name in names:
             label = GPU_RUN_LABELS[name]
             per_run[name].append(measure(label, 1, lambda _r, name=name, r=repeat: make[name](r)))
-    rows = {name: merge_measurements(GPU_RUN_LABELS[name], found) for name, found in per_run.items()}
+    rows = {
+        name: merge_measurements(GPU_RUN_LABELS[name], found) for name, found in per_run.items()
+    }
     if "plain-device" in rows and "ray-device" in rows:
         for key in ("labeled_frames_per_s", "unlabeled_frames_per_s"):
             rows["ray-device"][f"overhead_{key}_pct"] = 100 * (
@@ -365,13 +386,24 @@ def gpu_bench(
         row["frames_per_s"] = total
         row["pct_of_step_ceiling"] = 100 * total / ceiling
         row["pct_of_design_ceiling"] = 100 * total / DESIGN_STEP_CEILING
-    rows.append({"run": "model step alone (eager, random tensors)", "frames_per_s": ceiling,
-                 "pct_of_design_ceiling": 100 * ceiling / DESIGN_STEP_CEILING})
+    rows.append(
+        {
+            "run": "model step alone (eager, random tensors)",
+            "frames_per_s": ceiling,
+            "pct_of_design_ceiling": 100 * ceiling / DESIGN_STEP_CEILING,
+        }
+    )
     if "plain-device-compiled" in names:
-        compiled = model_step_rate(run_config(with_compile(GPU_CONFIG), work, "gpu-ceiling-c", epochs))
-        rows.append({"run": "model step alone (compiled backbone, random tensors)",
-                     "frames_per_s": compiled,
-                     "pct_of_design_ceiling": 100 * compiled / DESIGN_STEP_CEILING})
+        compiled = model_step_rate(
+            run_config(with_compile(GPU_CONFIG), work, "gpu-ceiling-c", epochs)
+        )
+        rows.append(
+            {
+                "run": "model step alone (compiled backbone, random tensors)",
+                "frames_per_s": compiled,
+                "pct_of_design_ceiling": 100 * compiled / DESIGN_STEP_CEILING,
+            }
+        )
     return {"config": GPU_CONFIG, "epochs": epochs, "repeats": repeats, "rows": rows}
 
 
@@ -406,11 +438,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--work", default=None, help="scratch folder (default: a temporary one)")
-    parser.add_argument("--runs", nargs="+", choices=GPU_RUNS, default=list(GPU_RUNS[:3]),
-                        help="--gpu runs to make")
+    parser.add_argument(
+        "--runs", nargs="+", choices=GPU_RUNS, default=list(GPU_RUNS[:3]), help="--gpu runs to make"
+    )
     parser.add_argument("--name", default=None, help="result file name (default: train_cpu/gpu)")
-    parser.add_argument("--profile", action="store_true",
-                        help="--gpu: one plain run under Lightning's SimpleProfiler, nothing else")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="--gpu: one plain run under Lightning's SimpleProfiler, nothing else",
+    )
     args = parser.parse_args()
 
     import ray
@@ -427,7 +463,12 @@ def main() -> None:
         result = cpu_bench(work, args.repeats, args.epochs)
     columns = ["run", "labeled_frames_per_s", "unlabeled_frames_per_s", "wall_s"]
     columns += sorted(
-        {c for row in result["rows"] for c in row if c.startswith(("speedup", "overhead", "pct", "frames_per"))}
+        {
+            c
+            for row in result["rows"]
+            for c in row
+            if c.startswith(("speedup", "overhead", "pct", "frames_per"))
+        }
     )
     print_table(result["rows"], columns)
     note = f"load average {os.getloadavg()[0]:.1f} at the end; {machine()['cores']} cores"

@@ -33,8 +33,17 @@ def test_crop_resize_maps_the_kept_region_edges_to_the_output_edges():
 def test_cropped_and_rotated_frames_keep_their_keypoints():
     """A bright dot lands where the drawn affine sends its keypoint, crops and rotations included."""
     rng = np.random.default_rng(0)
-    spec = AugmentSpec(rotation_deg=25, rotation_prob=1.0, scale=0, shift=0, crop=0.15,
-                       crop_prob=1.0, brightness=0, contrast=0, blur_prob=0)
+    spec = AugmentSpec(
+        rotation_deg=25,
+        rotation_prob=1.0,
+        scale=0,
+        shift=0,
+        crop=0.15,
+        crop_prob=1.0,
+        brightness=0,
+        contrast=0,
+        blur_prob=0,
+    )
     frame = torch.zeros(1, 1, 120, 160)
     dot = np.array([70.0, 50.0])  # x, y in frame pixels
     frame[..., 49:52, 69:72] = 1.0
@@ -83,8 +92,15 @@ def test_gaussian_blur_keeps_a_constant_image_and_matches_the_separable_filter()
 
 
 def test_coarse_dropout_blacks_out_the_asked_fraction_in_frame_sized_cells():
-    spec = AugmentSpec(dropout_prob=1.0, dropout_fraction=0.05, dropout_grid=0.25,
-                       dropout_per_channel=0.0, brightness=0, contrast=0, blur_prob=0)
+    spec = AugmentSpec(
+        dropout_prob=1.0,
+        dropout_fraction=0.05,
+        dropout_grid=0.25,
+        dropout_per_channel=0.0,
+        brightness=0,
+        contrast=0,
+        blur_prob=0,
+    )
     rng = np.random.default_rng(7)
     codes = np.stack([draw(rng, spec, (200, 200), (100, 100)).occlusion for _ in range(40)])
     assert set(np.unique(codes)) == {0, BLACK}
@@ -96,8 +112,15 @@ def test_coarse_dropout_blacks_out_the_asked_fraction_in_frame_sized_cells():
 
 
 def test_salt_and_pepper_blobs_and_their_application():
-    spec = AugmentSpec(salt_prob=1.0, pepper_prob=1.0, blob_fraction=0.2, blob_grid=(0.05, 0.05),
-                       brightness=0, contrast=0, blur_prob=0)
+    spec = AugmentSpec(
+        salt_prob=1.0,
+        pepper_prob=1.0,
+        blob_fraction=0.2,
+        blob_grid=(0.05, 0.05),
+        brightness=0,
+        contrast=0,
+        blur_prob=0,
+    )
     codes = draw(np.random.default_rng(3), spec, (100, 100), (40, 40)).occlusion
     assert {WHITE, BLACK} <= set(np.unique(codes))
     blocks = codes[0].reshape(5, 8, 5, 8)  # 5 x 5 cells of 8 x 8 output pixels

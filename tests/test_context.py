@@ -27,7 +27,9 @@ def context_model() -> ContextModel:
 def test_chunked_prediction_equals_per_frame_windows(tiny_project, context_model, chunk_size):
     """Chunked sequence prediction == the model applied to each frame's own window t-2..t+2."""
     video = str(load_synthetic_project(tiny_project).test_videos[0])
-    chunks = list(iter_prediction_chunks(video, (64, 64), chunk_size=chunk_size, context=2, backend="pyav"))
+    chunks = list(
+        iter_prediction_chunks(video, (64, 64), chunk_size=chunk_size, context=2, backend="pyav")
+    )
     frames = {}
     with torch.no_grad():
         chunked = []
@@ -40,9 +42,14 @@ def test_chunked_prediction_equals_per_frame_windows(tiny_project, context_model
         n = len(frames)
         assert chunked.shape[0] == n == 40
         windows = torch.stack(
-            [torch.stack([frames[min(max(t + o, 0), n - 1)] for o in range(-2, 3)]) for t in range(n)]
+            [
+                torch.stack([frames[min(max(t + o, 0), n - 1)] for o in range(-2, 3)])
+                for t in range(n)
+            ]
         )
-        direct = torch.cat([context_model(windows[i : i + 10])["heatmaps"] for i in range(0, n, 10)])
+        direct = torch.cat(
+            [context_model(windows[i : i + 10])["heatmaps"] for i in range(0, n, 10)]
+        )
     torch.testing.assert_close(chunked, direct, atol=1e-4, rtol=1e-4)
 
 

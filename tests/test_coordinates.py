@@ -159,7 +159,9 @@ def test_upsample_one_is_plain_softargmax() -> None:
     assert float(confidence) == pytest.approx(1.0)  # 5x5 window covers the whole 3x3 map
 
 
-@pytest.mark.parametrize("shape,factor", [((2, 3, 7, 11), 3), ((1, 17, 64, 64), 4), ((1, 1, 2, 5), 2)])
+@pytest.mark.parametrize(
+    "shape,factor", [((2, 3, 7, 11), 3), ((1, 17, 64, 64), 4), ((1, 1, 2, 5), 2)]
+)
 def test_matmul_upsampling_is_torch_bicubic_with_the_same_gradient(shape, factor):
     """lpray's separable-matmul upsampling equals F.interpolate(bicubic, align_corners=True),
     values and gradients (borders included), in float64."""
