@@ -65,6 +65,29 @@ def test_best_checkpoint_holds_weights_and_last_the_resume_state(trained):
     assert last["optimizer_states"] and last["epoch"] == 1  # the final epoch, always written
 
 
+def test_each_epoch_iterates_the_labeled_loader_with_its_own_epoch(
+    tiny_project, tmp_path, monkeypatch
+):
+    """Lightning sets the EpochSampler's epoch before each epoch's iteration, so persistent
+    loader workers (num_workers=1 here) receive each epoch's number with the items."""
+    from torch.utils.data import RandomSampler  # noqa: PLC0415
+
+    from lpray.data.labeled import EpochSampler  # noqa: PLC0415
+
+    iterated: list[int] = []
+    original = EpochSampler.__iter__
+
+    def recording(self):  # noqa: ANN202
+        if isinstance(self.base, RandomSampler):  # the training loader, not validation's
+            iterated.append(self.epoch)
+        return original(self)
+
+    monkeypatch.setattr(EpochSampler, "__iter__", recording)
+    training = {"max_epochs": 3, "num_workers": 1}
+    train(config_from_dict(tiny_config(tiny_project, tmp_path / "m", training=training)))
+    assert iterated == [0, 1, 2]
+
+
 class _FakeTrainer:
     """What LastCheckpoint reads from a trainer; records the epochs it saves."""
 

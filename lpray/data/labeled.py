@@ -232,7 +232,7 @@ class LabeledDataset(Dataset):
         self.context = context
         self.seed = seed
         self.defer_augment = defer_augment
-        self.epoch = 0  # advanced by the trainer so augmentation differs per epoch
+        self.epoch = 0  # for plain integer indices; an EpochSampler passes the epoch with each item
         self._cache: dict[str, torch.Tensor] = {}
 
     def __len__(self) -> int:
@@ -255,20 +255,21 @@ class LabeledDataset(Dataset):
         """
         import concurrent.futures  # noqa: PLC0415
 
-        wanted = {
-            name: relative
-            for index, relative in enumerate(self.frames.image_paths)
+        names = [
+            name
+            for index in range(len(self.frames))
             for name in self._names(index)
             if name not in self._cache and (self.frames.root / name).is_file()
-        }
-        if not wanted:
+        ]
+        names = list(dict.fromkeys(names))  # context windows overlap
+        if not names:
             return True
-        first = self._image(*next(iter(wanted.items())))
-        if first.numel() * first.element_size() * len(wanted) > max_bytes:
+        first = self._cache[names[0]] = load_image(self.frames.root / names[0])
+        if first.numel() * first.element_size() * len(names) > max_bytes:
             return False
         with concurrent.futures.ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
-            decoded = pool.map(lambda name: load_image(self.frames.root / name), wanted)
-            self._cache.update(zip(wanted, decoded, strict=True))
+            decoded = pool.map(lambda name: load_image(self.frames.root / name), names[1:])
+            self._cache.update(zip(names[1:], decoded, strict=True))
         return True
 
     def _image(self, relative: str, fallback: str) -> torch.Tensor:
@@ -321,8 +322,9 @@ class EpochSampler(Sampler):
     epoch set on the dataset in the main process never reaches workers that persist across
     epochs; they would repeat the first epoch's augmentation draws. The sampler runs in the main
     process, so tagging each item with the epoch carries it to every worker, and the workers
-    (and their decoded-image caches) can live for the whole fit. Lightning calls
-    :meth:`set_epoch` at the start of every epoch, as for a ``DistributedSampler``.
+    (and their decoded-image caches) can live for the whole fit. Lightning's fit loop calls
+    :meth:`set_epoch` at the start of every epoch, before it iterates the loader, as it does for
+    a ``DistributedSampler`` (tests/test_train.py checks it).
     """
 
     def __init__(self, base: Sampler) -> None:

@@ -380,10 +380,8 @@ class PyAVReader:
         for k in range(count):
             frame = self._next_frame(expect=self._next)
             if planes:
-                if frame.format.name not in PLANAR_420 or (frame.height, frame.width) != (
-                    height,
-                    width,
-                ):
+                same_size = (frame.height, frame.width) == (height, width)
+                if frame.format.name not in PLANAR_420 or not same_size:
                     raise VideoError(
                         f"{self.path}: frame {self._next} is {frame.format.name} "
                         f"{frame.width}x{frame.height}, not 4:2:0 {width}x{height} like the "

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 import av
 import torch
 
+from lpray.data.video import PLANAR_420
+
 # FFmpeg AVColorSpace codes -> (Kr, Kb) of the matrix swscale applies for that tag. Untagged
 # (2), "reserved" (3), BT.470BG (5) and SMPTE 170M (6) all mean BT.601 to swscale.
 _KR_KB = {
@@ -31,9 +33,6 @@ _KR_KB = {
     5: (0.299, 0.114),
     6: (0.299, 0.114),
 }
-# Pixel format -> full range? (the range comes from the format, not from the range tag: PyAV
-# asks swscale to convert with an unspecified source range, which means "the format's own").
-_FULL_RANGE = {"yuv420p": False, "yuvj420p": True}
 
 
 @dataclass(frozen=True)
@@ -72,9 +71,12 @@ def yuv420_layout(path: str | os.PathLike) -> Yuv420Layout | None:
         return None
     name = frame.format.name
     matrix = _KR_KB.get(int(frame.colorspace))
-    if name not in _FULL_RANGE or matrix is None or frame.width % 2 or frame.height % 2:
+    if name not in PLANAR_420 or matrix is None or frame.width % 2 or frame.height % 2:
         return None
-    return Yuv420Layout(frame.height, frame.width, name, _FULL_RANGE[name], *matrix)
+    # The range comes from the format ("j" = JPEG, full range), not from the range tag: PyAV asks
+    # swscale to convert with an unspecified source range, which means "the format's own".
+    full_range = name == "yuvj420p"
+    return Yuv420Layout(frame.height, frame.width, name, full_range, *matrix)
 
 
 def yuv420_to_rgb(planes: torch.Tensor, layout: Yuv420Layout) -> torch.Tensor:

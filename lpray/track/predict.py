@@ -5,7 +5,6 @@ This is the per-video kernel; :mod:`lpray.track.corpus` runs it over corpora as 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,30 +101,6 @@ def _autocast(trained: TrainedModel):  # noqa: ANN202 - context manager
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
 
 
-def _warm_up_in_background(trained: TrainedModel, rows: int) -> threading.Thread | None:
-    """On a GPU, run the network once on a blank chunk in a background thread.
-
-    A process's first pass through the network pays for setting up cuDNN and cuBLAS and
-    loading their kernels (0.7 s on an H100 for a ResNet-18), and its first decoded chunk pays
-    for starting the decoder; done one after the other they were most of a short clip's time.
-    torch releases the GIL inside its operators, so the two overlap.
-    """
-    if trained.device.type != "cuda" or trained.compile:  # compiling warms up on its own
-        return None
-
-    def run() -> None:
-        blank = torch.zeros(
-            (rows, 3, *trained.module.image_size), device=trained.device
-        ).contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode(), _autocast(trained):
-            trained.module.heatmaps_to_image_coords(trained.forward_sequence(blank))
-        torch.cuda.current_stream(trained.device).synchronize()
-
-    thread = threading.Thread(target=run, name="lpray-warm-up", daemon=True)
-    thread.start()
-    return thread
-
-
 @torch.inference_mode()
 def predict_video_arrays(
     trained: TrainedModel,
@@ -142,7 +117,6 @@ def predict_video_arrays(
 
     module = trained.module
     xy_parts, conf_parts, index_parts = [], [], []
-    warm_up = _warm_up_in_background(trained, chunk_size + 2 * trained.context)
     # Nothing in this loop reads from the GPU: results stay on the device until the end, so the
     # host keeps queueing chunks while the network runs (a read-back per chunk would make the
     # host wait for each chunk's network pass before fetching the next decoded block).
@@ -155,9 +129,6 @@ def predict_video_arrays(
         device=trained.device.type,
         decoders=decoders,
     ):
-        if warm_up is not None:
-            warm_up.join()
-            warm_up = None
         frames = chunk["frames"].to(trained.device, non_blocking=True)
         frames = frames.contiguous(memory_format=torch.channels_last)
         with _autocast(trained):

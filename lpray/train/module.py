@@ -220,18 +220,6 @@ class PoseModule(pl.LightningModule):
         frozen = self.current_epoch < self.cfg.training.unfreeze_epoch
         for param in self.model.backbone.parameters():
             param.requires_grad_(not frozen)
-        self._advance_augmentation()
-
-    def _advance_augmentation(self) -> None:
-        """New augmentation draws each epoch: labeled datasets seed them by (seed, epoch, frame)
-        and learn the epoch from their loader's sampler (lpray.data.labeled.EpochSampler).
-        Lightning sets samplers' epochs itself; doing it here too keeps it explicit."""
-        loaders = self.trainer.train_dataloader
-        loaders = getattr(loaders, "iterables", loaders)  # a CombinedLoader holds a dict
-        for loader in loaders.values() if isinstance(loaders, dict) else [loaders]:
-            sampler = getattr(loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(self.current_epoch)
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         labeled = batch["labeled"] if "labeled" in batch else batch
