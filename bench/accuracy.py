@@ -26,7 +26,8 @@ from common import RESULTS, SHARED_DATA, print_table, write_json  # noqa: E402
 
 from lpray.config import load_config  # noqa: E402
 from lpray.data.synthetic import load_synthetic_project, load_truth  # noqa: E402
-from lpray.track.predict import load_trained, predict_video_arrays  # noqa: E402
+from lpray.inference.network import load_network  # noqa: E402
+from lpray.inference.video import predict_video_arrays  # noqa: E402
 from lpray.train.fit import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,7 @@ SETTINGS = {
 def video_error(model_dir: Path, project_root: Path) -> dict[str, float]:
     """Pixel error on every frame of each unseen synthetic video (visible keypoints)."""
     project = load_synthetic_project(project_root)
-    trained = load_trained(model_dir)
+    trained = load_network(model_dir)
     errors, jumps = [], []
     for video in project.test_videos:
         xy, _ = predict_video_arrays(trained, str(video))

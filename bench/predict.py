@@ -1,6 +1,6 @@
 """End-to-end video prediction throughput: decode -> resize/normalise -> network -> soft-argmax -> CPU.
 
-Times :func:`lpray.track.predict.predict_video_arrays` (what ``lpray predict`` / ``lpray track``
+Times :func:`lpray.inference.video.predict_video_arrays` (what ``lpray predict`` / ``lpray track``
 run) on the mirror-mouse video with a ResNet-50 heatmap model at 256x256, against the raw network
 alone on random input (the ceiling), at several chunk sizes.
 
@@ -21,30 +21,24 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA, looped_video, median, print_table, write_json  # noqa: E402
 
 from lpray.config import load_config  # noqa: E402
-from lpray.track.predict import TrainedModel, predict_video_arrays  # noqa: E402
-from lpray.train.module import PoseModule  # noqa: E402
+from lpray.inference.network import PoseNetwork, random_network  # noqa: E402
+from lpray.inference.video import predict_video_arrays  # noqa: E402
 
 
 def raw_model_rate(
-    trained: TrainedModel, batch: int, device: torch.device, repeats: int = 10
+    trained: PoseNetwork, batch: int, device: torch.device, repeats: int = 10
 ) -> float:
-    module = trained.module
-    frames = torch.randn(batch, 3, *module.image_size, device=device)
+    """Network + heatmap decoding alone, on random frames already on the device."""
+    frames = torch.randn(batch, 3, *trained.image_size, device=device)
+    for _ in range(3):
+        trained.predict_sequence(frames)
     if device.type == "cuda":
-        frames = frames.contiguous(memory_format=torch.channels_last)
-    with (
-        torch.inference_mode(),
-        torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"),
-    ):
-        for _ in range(3):
-            module.heatmaps_to_image_coords(trained.forward_sequence(frames))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            module.heatmaps_to_image_coords(trained.forward_sequence(frames))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        trained.predict_sequence(frames)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
     return batch * repeats / (time.perf_counter() - start)
 
 
@@ -65,7 +59,7 @@ def main() -> None:
     parser.add_argument(
         "--nchw",
         action="store_true",
-        help="keep NCHW on CUDA (lpray's load_trained switches to channels_last)",
+        help="keep NCHW on CUDA (lpray's load_network switches to channels_last)",
     )
     parser.add_argument(
         "--decoders",
@@ -89,10 +83,9 @@ def main() -> None:
     size = args.image_size
     cfg = load_config(None, [f"model.backbone={args.backbone}", f"data.image_size=[{size},{size}]"])
     names = [f"kp{k}" for k in range(17)]
-    module = PoseModule(cfg.to_dict(), names).eval().to(device)
-    if device.type == "cuda" and not args.nchw:
-        module = module.to(memory_format=torch.channels_last)  # as load_trained does
-    trained = TrainedModel(module, Path("."), device, compile=args.compile)
+    trained = random_network(cfg, names, device, compile=args.compile)
+    if args.nchw:
+        trained.model = trained.model.to(memory_format=torch.contiguous_format)
     rows = []
     for loop in args.loop:
         video = (

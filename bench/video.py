@@ -46,12 +46,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA  # noqa: E402
 
 from lpray.data.unlabeled import (  # noqa: E402
-    iter_prediction_chunks,
     make_unlabeled_loader,
     to_frame_matrix,
     warp_normalise,
 )
 from lpray.data.video import OpenCVReader, PyAVReader  # noqa: E402
+from lpray.inference.chunks import iter_prediction_chunks  # noqa: E402
 
 DEFAULT_VIDEO = SHARED_DATA / "mirror-mouse-example" / "videos" / "test_vid.mp4"
 RESULTS = Path(__file__).resolve().parent / "results"

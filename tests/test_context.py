@@ -9,8 +9,8 @@ import torch
 from lpray.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from lpray.data.labeled import LabeledDataset, read_labeled_frames
 from lpray.data.synthetic import load_synthetic_project
-from lpray.data.unlabeled import iter_prediction_chunks
 from lpray.data.video import PyAVReader
+from lpray.inference.chunks import iter_prediction_chunks
 from lpray.models.heatmap import ContextModel
 
 

@@ -20,7 +20,6 @@ from lpray.data.unlabeled import (
     _augment_rng,
     choose_backend,
     from_corner_convention,
-    iter_prediction_chunks,
     make_unlabeled_loader,
     sample_augmentation,
     shard_ranges,
@@ -29,6 +28,7 @@ from lpray.data.unlabeled import (
     warp_normalise,
 )
 from lpray.data.video import PyAVReader, VideoError, probe_video
+from lpray.inference.chunks import iter_prediction_chunks
 
 try:
     from . import video_fixtures as vf
@@ -310,9 +310,9 @@ def test_to_frame_maps_augmented_model_pixels_back_to_frame_pixels(tmp_path, bac
 def test_parallel_decoders_give_the_single_decoder_chunks(vp9, monkeypatch, chunk, context):
     """Several DALI pipelines (segments dealt round-robin, drained by threads) hand out the
     same frames in the same order as one pipeline; small segments force many seeks."""
-    import lpray.data.unlabeled as unlabeled
+    import lpray.inference.chunks as chunks
 
-    monkeypatch.setattr(unlabeled, "SEGMENT_FRAMES", 2 * chunk)
+    monkeypatch.setattr(chunks, "SEGMENT_FRAMES", 2 * chunk)
     one = list(iter_prediction_chunks(vp9, NATIVE, chunk, context, backend="dali", decoders=1))
     three = list(iter_prediction_chunks(vp9, NATIVE, chunk, context, backend="dali", decoders=3))
     assert len(one) == len(three) == -(-37 // chunk)
@@ -323,7 +323,7 @@ def test_parallel_decoders_give_the_single_decoder_chunks(vp9, monkeypatch, chun
 
 
 def test_prediction_segments_cover_the_video_in_whole_chunks():
-    from lpray.data.unlabeled import SEGMENT_FRAMES, prediction_segments
+    from lpray.inference.chunks import SEGMENT_FRAMES, prediction_segments
 
     assert prediction_segments(37, 5, 1) == [(0, 37)]
     segments = prediction_segments(994, 64, 4)

@@ -9,8 +9,9 @@ import numpy as np
 
 from lpray.config import load_config
 from lpray.data.labeled import read_labeled_frames
+from lpray.inference.network import load_network
+from lpray.inference.video import predict_video
 from lpray.io.tables import read_pose_csv, table_to_arrays
-from lpray.track.predict import load_trained, predict_video
 from lpray.train.data import fit_pcas, prepare_data
 from lpray.train.fit import train
 
@@ -55,7 +56,7 @@ def test_trains_a_few_steps_and_predicts_the_video(mirror_mouse, tmp_path):
     model_dir = train(cfg)
     summary = json.loads((model_dir / "summary.json").read_text())
     assert summary["train_steps"] == 2 and summary["n_test_frames"] == 9
-    trained = load_trained(model_dir, "cpu")
+    trained = load_network(model_dir, "cpu")
     video = mirror_mouse / "videos" / "test_vid.mp4"
     stats = predict_video(trained, str(video), tmp_path / "pred", chunk_size=128)
     assert stats["frames"] == 994

@@ -1,5 +1,6 @@
 """Corpus tracking on Ray: outputs per video, a corrupt video fails alone, reruns do no work,
-a killed worker is retried, and the Ray path gives what the plain single-process path gives."""
+a killed tracking worker is restarted and loses no frame, segments of a video spread over
+workers stitch exactly, and the Ray path gives what the plain single-process path gives."""
 
 from __future__ import annotations
 
@@ -21,11 +22,17 @@ from lpray import cli
 from lpray.config import config_from_dict
 from lpray.data.synthetic import load_synthetic_project
 from lpray.ensemble.run import MemberResources, train_ensemble
+from lpray.inference.network import load_network
+from lpray.inference.video import predict_video_arrays
 from lpray.io.tables import read_pose_csv, read_pose_parquet, table_to_arrays
 from lpray.smooth.api import smooth_ensemble
 from lpray.track.corpus import TaskResources, track_corpus
-from lpray.track.predict import load_trained, predict_video_arrays
 from lpray.track.tasks import TrackSettings
+
+try:
+    from .members import make_ensemble
+except ImportError:
+    from members import make_ensemble
 
 pytestmark = pytest.mark.slow
 HALF_CPU = TaskResources(cpus=0.5)
@@ -63,7 +70,8 @@ def test_corpus_good_videos_finish_bad_one_fails_and_rerun_does_nothing(ensemble
     good = sorted(p.stem for p in corpus.glob("*.mp4") if p.stem != "broken")
     assert sorted(result.done) == good
     assert result.failed == ["broken"]
-    assert result.launched_tasks == 4 * 3  # 4 videos x (2 members + 1 EKS)
+    # 4 probes; the 3 good videos: one worker call each (both members, one decoding) + EKS
+    assert result.launched_tasks == 4 + 3 + 3
 
     summary = pd.read_csv(out / "summary.csv")
     assert len(summary) == 4
@@ -80,6 +88,7 @@ def test_corpus_good_videos_finish_bad_one_fails_and_rerun_does_nothing(ensemble
         folder = out / stem
         done = json.loads((folder / "done.json").read_text())
         assert done["frames"] == 40 and done["members"] == ["member-0", "member-1"]
+        assert done["decode_passes"] == 1 and done["segments"] == [[0, 40]]
         assert np.isfinite(done["mean_posterior_var"]) and 0 < done["mean_confidence"] <= 1
         for name in (
             f"{stem}.rng=0.csv",
@@ -118,7 +127,7 @@ def test_ray_outputs_match_single_process_prediction_and_eks(ensemble, corpus, t
     tables = []
     for k in (0, 1):
         xy, confidence = predict_video_arrays(
-            load_trained(ensemble / f"member-{k}", "cpu"), str(video)
+            load_network(ensemble / f"member-{k}", "cpu"), str(video)
         )
         written = read_pose_csv(folder / f"{video.stem}.rng={k}.csv")
         got_xy, got_confidence = table_to_arrays(written)
@@ -136,33 +145,57 @@ def test_ray_outputs_match_single_process_prediction_and_eks(ensemble, corpus, t
         assert sum(1 for _ in container.decode(video=0)) == 40
 
 
-def kill_once(marker: str, video: str) -> None:
-    """Fault injection: the first prediction task to get here kills its own worker process."""
-    if not os.path.exists(marker):
-        Path(marker).touch()
+def kill_on_call(marker_dir: str, call: int, video: str) -> None:
+    """Fault injection: the ``call``-th worker call (counted with files, across processes)
+    kills its own worker process, once."""
+    folder = Path(marker_dir)
+    seen = len(list(folder.glob("call-*")))
+    (folder / f"call-{seen}-{os.getpid()}").touch()
+    if seen + 1 == call and not (folder / "killed").exists():
+        (folder / "killed").touch()
         os.kill(os.getpid(), signal.SIGKILL)
 
 
-def test_killed_worker_is_retried(ensemble, corpus, tmp_path, ray_cluster):
+def test_killed_worker_mid_video_loses_nothing_and_rerun_launches_nothing(
+    ensemble, corpus, tmp_path, ray_cluster
+):
+    """Videos cut into 3 segments each; the worker handling the 2nd call dies in it. The
+    restarted worker redoes the call: every video has exactly its frames, in order."""
     from ray import cloudpickle
 
+    markers = tmp_path / "markers"
+    markers.mkdir()
+    videos = [str(p) for p in sorted(corpus.glob("*.mp4")) if p.stem != "broken"][:2]
+    settings = TrackSettings(overlay="none", segment_frames=15)
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
     try:
-        marker = tmp_path / "killed"
-        video = sorted(corpus.glob("*.mp4"))[-1]
         result = track_corpus(
             ensemble,
-            [str(video)],
+            videos,
             tmp_path / "out",
-            TrackSettings(overlay="none"),
+            settings,
             HALF_CPU,
             progress=False,
-            before_predict=functools.partial(kill_once, str(marker)),
+            before_predict=functools.partial(kill_on_call, str(markers), 2),
         )
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
-    assert marker.exists()  # a worker really died
-    assert result.done == [video.stem] and not result.failed
+    assert (markers / "killed").exists()  # a worker really died
+    pids = {p.name.rsplit("-", 1)[1] for p in markers.glob("call-*")}
+    assert len(pids) >= 2  # ... and a new process took over
+    assert len(result.done) == 2 and not result.failed
+    for video in videos:
+        stem = Path(video).stem
+        done = json.loads((tmp_path / "out" / stem / "done.json").read_text())
+        assert done["segments"] == [[0, 13], [13, 27], [27, 40]]
+        for k in (0, 1):
+            table = read_pose_csv(tmp_path / "out" / stem / f"{stem}.rng={k}.csv")
+            assert list(table.index) == list(range(40))  # exactly its frames, once each
+            network = load_network(ensemble / f"member-{k}", "cpu")
+            expected, _ = predict_video_arrays(network, video)
+            np.testing.assert_allclose(table_to_arrays(table)[0], expected, atol=1e-3)
+    again = track_corpus(ensemble, videos, tmp_path / "out", settings, HALF_CPU, progress=False)
+    assert again.launched_tasks == 0 and again.skipped == 2
 
 
 def test_cli_track_exit_code_and_remote_style_urls(ensemble, corpus, tmp_path, capsys):
@@ -181,21 +214,22 @@ def test_cli_track_exit_code_and_remote_style_urls(ensemble, corpus, tmp_path, c
             "--no-progress",
         ]
     )
-    printed = capsys.readouterr().out
+    printed = capsys.readouterr()
     assert code == 1
-    assert "0/1 videos done" in printed and "broken.mp4" in printed
+    assert "0/1 videos done" in printed.out and "broken.mp4" in printed.err
 
 
-def test_remote_video_is_downloaded_in_the_task_and_outputs_go_to_remote_storage(
+def test_remote_video_is_downloaded_in_the_worker_and_outputs_go_to_remote_storage(
     ensemble, corpus, ray_cluster
 ):
-    """An object-store corpus (fsspec ``memory://`` here) in and out, through the task body."""
+    """An object-store corpus (fsspec ``memory://`` here) in and out, through the worker and the
+    EKS task bodies run in this process."""
     import fsspec
 
     from lpray.ensemble.manifest import trained_members
     from lpray.io.storage import expand
     from lpray.track.manifest import plan_jobs
-    from lpray.track.tasks import local_video, predict_member
+    from lpray.track.tasks import TrackWorker, local_video, probe_video, smooth_video
 
     memory = fsspec.filesystem("memory")
     video = sorted(p for p in corpus.glob("*.mp4") if p.stem != "broken")[0]
@@ -206,15 +240,52 @@ def test_remote_video_is_downloaded_in_the_task_and_outputs_go_to_remote_storage
             assert Path(copy).read_bytes() == video.read_bytes()
         assert not Path(copy).exists()  # the download is removed afterwards
         [job] = plan_jobs([url], "memory://lpray-out")
-        member = trained_members(ensemble)[1]
-        result = predict_member(job, member, TrackSettings())
-        table = read_pose_csv(f"memory://lpray-out/clip/clip.rng={member.index}.csv")
-        np.testing.assert_allclose(table_to_arrays(table)[0], result["xy"], atol=1e-3)
-        assert memory.exists(f"/lpray-out/clip/clip.rng={member.index}.parquet")
+        assert probe_video(job)["n_frames"] == 40
+        members = trained_members(ensemble)
+        settings = TrackSettings(overlay="none", members=[m.name for m in members])
+        worker = TrackWorker([str(m.model_dir) for m in members], settings, "cpu")
+        first, second = worker.predict(job, 0, 25), worker.predict(job, 25, 40)
+        record = smooth_video(job, settings, second, first)  # any order: stitched by frame
+        assert record["frames"] == 40 and record["segments"] == [[0, 25], [25, 40]]
+        for member in members:
+            table = read_pose_csv(f"memory://lpray-out/clip/clip.rng={member.index}.csv")
+            network = load_network(member.model_dir, "cpu")
+            expected, _ = predict_video_arrays(network, str(video))
+            np.testing.assert_allclose(table_to_arrays(table)[0], expected, atol=1e-3)
+            assert memory.exists(f"/lpray-out/clip/clip.rng={member.index}.parquet")
+        assert memory.exists("/lpray-out/clip/done.json")
     finally:
         for folder in ("/lpray-corpus", "/lpray-out"):
             if memory.exists(folder):
                 memory.rm(folder, recursive=True)
+
+
+def test_multiview_model_tracks_with_the_multiview_smoother_on_ray(corpus, tmp_path, ray_cluster):
+    """An ensemble whose config has view groups is smoothed by the multi-view EKS, and its
+    member tables equal single-process prediction of each member."""
+    from lpray.smooth.api import smooth_ensemble_multiview
+
+    names = ["nose_top", "nose_bot", "tail_top", "tail_bot", "marker"]
+    groups = [["nose_top", "nose_bot"], ["tail_top", "tail_bot"]]
+    ensemble = make_ensemble(tmp_path / "mv", 3, names, view_groups=groups)
+    video = sorted(p for p in corpus.glob("*.mp4") if p.stem != "broken")[0]
+    out = tmp_path / "tracks"
+    settings = TrackSettings(overlay="none")
+    result = track_corpus(ensemble, [str(video)], out, settings, HALF_CPU, False)
+    assert result.done == [video.stem]
+    folder = out / video.stem
+    done = json.loads((folder / "done.json").read_text())
+    assert done["multiview"] and done["decode_passes"] == 1
+    tables = []
+    for k in range(3):
+        table = read_pose_csv(folder / f"{video.stem}.rng={k}.csv")
+        network = load_network(ensemble / f"member-{k}", "cpu")
+        expected, _ = predict_video_arrays(network, str(video))
+        np.testing.assert_allclose(table_to_arrays(table)[0], expected, atol=1e-3)
+        tables.append(table)
+    expected, _ = smooth_ensemble_multiview(tables, groups)
+    written = read_pose_csv(folder / f"{video.stem}.eks.csv")
+    np.testing.assert_allclose(written.to_numpy(float), expected.to_numpy(float), atol=1e-6)
 
 
 def test_view_groups_select_the_multiview_smoother(tmp_path, ray_cluster):
@@ -227,25 +298,25 @@ def test_view_groups_select_the_multiview_smoother(tmp_path, ray_cluster):
     names = ["nose_top", "nose_bot", "tail_top", "tail_bot", "marker"]
     groups = [["nose_top", "nose_bot"], ["tail_top", "tail_bot"]]
     truth = np.cumsum(rng.normal(0, 1, (60, 5, 2)), axis=0) + 30
-    results = [
-        {
-            "member": f"member-{k}",
-            "index": k,
-            "xy": truth + rng.normal(0, 1.5, truth.shape),
-            "confidence": rng.uniform(0.5, 1, (60, 5)),
-            "keypoints": names,
-            "seconds": 0.1,
-            "node_id": "n",
-        }
-        for k in range(3)
-    ]
+    xy = np.stack([truth + rng.normal(0, 1.5, truth.shape) for _ in range(3)])
+    confidence = rng.uniform(0.5, 1, (3, 60, 5))
+    segment = {
+        "xy": xy,
+        "confidence": confidence,
+        "start": 0,
+        "stop": 60,
+        "keypoints": names,
+        "seconds": 0.1,
+        "decode_passes": 1,
+        "node_id": "n",
+    }
     settings = TrackSettings(overlay="none", view_groups=groups, members=["a", "b", "c"])
     job = VideoJob("clip", "clip.mp4", str(tmp_path))
-    record = smooth_video(job, settings, *results)
+    record = smooth_video(job, settings, segment)
     assert record["multiview"] and json.loads((tmp_path / "clip" / "done.json").read_text())
     from lpray.io.tables import arrays_to_table
 
-    tables = [arrays_to_table(r["xy"], names, r["confidence"]) for r in results]
+    tables = [arrays_to_table(xy[k], names, confidence[k]) for k in range(3)]
     expected, _ = smooth_ensemble_multiview(tables, groups)
     written = read_pose_csv(tmp_path / "clip" / "clip.eks.csv")
     np.testing.assert_allclose(written.to_numpy(float), expected.to_numpy(float), atol=1e-6)

@@ -153,18 +153,19 @@ def test_predict_video_and_labeled_csv(trained, tiny_project, tmp_path):
 def test_cpu_bf16_prediction_is_close_to_float32(trained, tiny_project):
     """``--precision bf16`` really runs the network in bf16 on a CPU (outputs differ from
     float32) and keeps keypoints close; a bad precision is refused."""
-    from lpray.track.predict import load_trained, predict_video_arrays
+    from lpray.inference.network import load_network
+    from lpray.inference.video import predict_video_arrays
 
     video = str(load_synthetic_project(tiny_project).test_videos[0])
-    fp32, _ = predict_video_arrays(load_trained(trained, "cpu", precision="fp32"), video)
-    bf16, _ = predict_video_arrays(load_trained(trained, "cpu", precision="bf16"), video)
-    auto, _ = predict_video_arrays(load_trained(trained, "cpu"), video)
+    fp32, _ = predict_video_arrays(load_network(trained, "cpu", precision="fp32"), video)
+    bf16, _ = predict_video_arrays(load_network(trained, "cpu", precision="bf16"), video)
+    auto, _ = predict_video_arrays(load_network(trained, "cpu"), video)
     np.testing.assert_array_equal(auto, fp32)  # float32 is the CPU default
     difference = np.abs(bf16 - fp32)
     assert difference.max() > 0
     assert np.median(difference) < 0.25  # px, on 64x64 frames
     with pytest.raises(ValueError, match="precision must be one of"):
-        load_trained(trained, "cpu", precision="half")
+        load_network(trained, "cpu", precision="half")
 
 
 def test_rerun_resumes_and_continues_for_more_epochs(trained, tiny_project):

@@ -135,7 +135,7 @@ def test_planes_refuse_a_non_420_stream(tmp_path):
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_pyav_prediction_chunks_equal_the_cpu_ones(tmp_path):
-    from lpray.data.unlabeled import iter_prediction_chunks  # noqa: PLC0415
+    from lpray.inference.chunks import iter_prediction_chunks  # noqa: PLC0415
 
     path = vf.write_video(tmp_path / "c.mp4", "h264", n_frames=50, draw=colour_frame)
     kwargs = {"chunk_size": 16, "context": 2, "backend": "pyav"}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import sys
+
+from lpray.options import BACKENDS, OVERLAYS, PRECISIONS
 
 NAME = "track"
 HELP = (
@@ -18,21 +21,58 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--smooth-param", type=float, default=None, help="EKS s for every keypoint (default: fit)"
     )
-    parser.add_argument("--cpus-per-task", type=float, default=1.0, help="CPUs per task")
     parser.add_argument(
+        "--cpus-per-task",
+        type=float,
+        default=1.0,
+        help="CPUs of each probe/EKS task and of each tracking worker",
+    )
+    parser.add_argument(
+        "--gpus-per-worker",
         "--gpus-per-task",
+        dest="gpus_per_worker",
         type=float,
         default=None,
-        help="GPUs per prediction task (default: 0.5 on a cluster with GPUs, else 0)",
+        help="GPUs of each tracking worker (default: 1 on a cluster with GPUs, else 0; 0.5 puts "
+        "two workers on each GPU)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="tracking workers, each holding every member (default: one per GPU; without GPUs "
+        "as many as the CPUs allow)",
+    )
+    parser.add_argument(
+        "--videos-in-flight",
+        type=int,
+        default=2,
+        help="segments each worker works on at once (decoding one while the networks run another)",
+    )
+    parser.add_argument(
+        "--segment-frames",
+        type=int,
+        default=20_000,
+        help="cut longer videos into segments of about this many frames, spread over workers "
+        "(0: never)",
     )
     parser.add_argument("--chunk-size", type=int, default=64, help="frames per forward pass")
+    parser.add_argument("--backend", default="auto", choices=list(BACKENDS), help="video reader")
     parser.add_argument(
-        "--backend", default="auto", choices=["auto", "pyav", "dali"], help="video reader"
+        "--decoders", type=int, default=None, help="DALI pipelines per segment on a GPU (default 4)"
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the members (about a minute once per worker; faster on corpora)",
+    )
+    parser.add_argument(
+        "--precision", default="auto", choices=list(PRECISIONS), help="auto = bf16 on a GPU"
     )
     parser.add_argument(
         "--overlay",
         default="strip",
-        choices=["strip", "video", "both", "none"],
+        choices=list(OVERLAYS),
         help="labeled output per video: PNG strip of sample frames, labeled mp4, both, none",
     )
     parser.add_argument(
@@ -61,19 +101,30 @@ def run(args: argparse.Namespace) -> int:
             smooth_param=args.smooth_param,
             chunk_size=args.chunk_size,
             backend=args.backend,
+            decoders=args.decoders,
+            segment_frames=args.segment_frames,
+            compile=args.compile,
+            precision=args.precision,
             overlay=args.overlay,
         ),
         TaskResources(
-            args.cpus_per_task, args.gpus_per_task, args.max_retries, spread=not args.pack
+            args.cpus_per_task,
+            args.gpus_per_worker,
+            args.max_retries,
+            spread=not args.pack,
+            workers=args.workers,
+            videos_in_flight=args.videos_in_flight,
         ),
         progress=not args.no_progress,
         retry_failed=args.retry_failed,
     )
+    frames = sum(int(r.get("frames") or 0) for r in result.rows if r["status"] == "done")
     print(
         f"{len(result.done)}/{len(result.rows)} videos done ({result.skipped} skipped, "
-        f"{result.launched_tasks} tasks, {result.seconds:.1f} s) -> {result.out}/summary.csv"
+        f"{result.launched_tasks} tasks on {result.workers} workers, {result.seconds:.1f} s, "
+        f"{frames / max(result.seconds, 1e-9):.0f} video-frames/s) -> {result.out}/summary.csv"
     )
     for row in result.rows:
         if row["status"] != "done":
-            print(f"  FAILED {row['path']}: {row['error']}")
+            print(f"  FAILED {row['path']}: {row['error']}", file=sys.stderr)
     return 1 if result.failed else 0

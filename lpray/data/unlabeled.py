@@ -1,6 +1,8 @@
-"""Unlabeled-video loaders: random augmented sequences for training, ordered chunks for prediction.
+"""Unlabeled-video loaders for training: random augmented sequences, and the pieces shared with
+prediction (backend choice, geometry, the DALI build checks, the prefetching drain). Prediction's
+ordered chunks are :mod:`lpray.inference.chunks`.
 
-Two loaders, each with three backends chosen by a config string:
+Three backends chosen by a config string:
 
 - ``"pyav"``: CPU decoding with :class:`lpray.data.video.PyAVReader` (any codec FFmpeg reads),
   warped on ``device`` with ``torch.nn.functional.grid_sample`` (``interpolate`` when the
@@ -8,7 +10,8 @@ Two loaders, each with three backends chosen by a config string:
 - ``"dali"``: :mod:`lpray.data.dali_pipeline`; on a GPU any codec NVDEC reads, on the CPU only
   VP8/VP9/MJPEG.
 - ``"auto"``: DALI on the GPU when ``device`` is CUDA and NVDEC reads every video (for prediction
-  only when the video is long enough to repay DALI's start-up, :func:`short_for_dali`); else DALI
+  only when the video is long enough to repay DALI's start-up,
+  :func:`lpray.inference.chunks.short_for_dali`); else DALI
   on the CPU when every video is VP8/VP9/MJPEG; else PyAV. (Deliberately keyed on ``device``, not on
   whether a GPU exists: a caller that asks for CPU tensors gets CPU decoding.)
 
@@ -34,7 +37,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import math
 import os
 import tempfile
 from collections import OrderedDict
@@ -47,15 +49,14 @@ import torch
 import torch.nn.functional as F
 
 from lpray.data.video import PyAVReader, VideoError, VideoInfo, validate_video
-from lpray.data.yuv import Yuv420Layout, yuv420_layout, yuv420_to_rgb
 from lpray.io import storage
+from lpray.options import BACKENDS
 
 if TYPE_CHECKING:
     from nvidia.dali.pipeline import Pipeline
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-BACKENDS = ("auto", "pyav", "dali")
 # Open PyAV readers kept per training loader; older ones are closed.
 _MAX_OPEN_READERS = 8
 # Frames warped per call in the PyAV backend, bounding its float32 working memory (a 96-frame
@@ -291,7 +292,7 @@ def shard_ranges(
     return ranges
 
 
-def _local_video(path: str | os.PathLike) -> str:
+def local_video_path(path: str | os.PathLike) -> str:
     if not storage.is_local(path):
         raise VideoError(f"{path}: videos must be local files (copy remote videos first)")
     return str(storage.local_path(path))
@@ -330,7 +331,7 @@ def choose_backend(backend: str, infos: Sequence[VideoInfo], device: str) -> str
     return "pyav"
 
 
-def _device_id(device: str) -> int:
+def cuda_index(device: str) -> int:
     index = torch.device(device).index
     return torch.cuda.current_device() if index is None else index
 
@@ -352,7 +353,7 @@ def _draw(
     )
 
 
-def _num_threads() -> int:
+def decoder_threads() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -403,7 +404,7 @@ def make_unlabeled_loader(
         raise ValueError("sequence_length, batch_size and readers must be >= 1")
     if not videos:
         raise ValueError("make_unlabeled_loader needs at least one video")
-    paths = [_local_video(v) for v in videos]
+    paths = [local_video_path(v) for v in videos]
     infos = [validate_video(p) for p in paths]
     ranges = shard_ranges([i.n_frames for i in infos], sequence_length, shard_id, num_shards)
     kind = choose_backend(backend, infos, device)
@@ -481,7 +482,7 @@ def _cached_reader(
     return readers[index]
 
 
-def _augment_source(
+def augment_source(
     rng: np.random.Generator, spec: AugmentSpec | None, image_size: tuple[int, int], n: int
 ):
     """The DALI external-source callable: one batch of augmentation parameters per call."""
@@ -527,11 +528,11 @@ def _dali_training(
         for reader in range(readers):
             pipe = dp.build_video_pipeline(
                 reader_device="gpu" if gpu else "cpu",
-                device_id=_device_id(device) if gpu else None,
+                device_id=cuda_index(device) if gpu else None,
                 batch_size=batch_size,
                 sequence_length=sequence_length,
                 image_size=image_size,
-                augment_source=_augment_source(
+                augment_source=augment_source(
                     _augment_rng(seed, shard_id, reader), spec, image_size, batch_size
                 ),
                 mean=[255.0 * m for m in IMAGENET_MEAN],
@@ -542,10 +543,10 @@ def _dali_training(
                 shuffle_buffer=min(n_samples, dp.MAX_SHUFFLE_BUFFER),
                 photometric=spec is not None,
                 seed=_dali_seed(seed, shard_id, reader),
-                num_threads=_num_threads() if readers == 1 else 1,
+                num_threads=decoder_threads() if readers == 1 else 1,
             )
             pipes.append(
-                _built(
+                build_checked(
                     pipe,
                     n_samples,
                     lambda found: (
@@ -560,7 +561,7 @@ def _dali_training(
             for batch in dp.make_iterator(pipe, finite=False):
                 out = batch[0]
                 video_index = out["video_index"].view(-1).long().cpu()
-                _check_decoded_size(
+                check_decoded_size(
                     out["decoded_shape"], sizes[video_index.numpy()], paths, video_index
                 )
                 affine = from_corner_convention(out["augment"].cpu().double().numpy())
@@ -578,7 +579,7 @@ def _dali_training(
         yield from prefetched([batches(pipe) for pipe in pipes], device)
 
 
-def _built(pipe: Pipeline, expected: int, problem: Callable[[int], str]) -> Pipeline:
+def build_checked(pipe: Pipeline, expected: int, problem: Callable[[int], str]) -> Pipeline:
     """Build ``pipe`` and check that its reader sees ``expected`` samples, the count lpray's own
     frame index gives; a mismatch means the decoders disagree about a video's frames."""
     from lpray.data import dali_pipeline as dp  # noqa: PLC0415
@@ -626,7 +627,7 @@ def prefetched(
         return False
 
     def produce(source: Iterator[Any], ready: queue.Queue) -> None:
-        stream = torch.cuda.Stream(device=_device_id(device)) if gpu else None
+        stream = torch.cuda.Stream(device=cuda_index(device)) if gpu else None
         try:
             with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                 for item in source:
@@ -664,7 +665,7 @@ def prefetched(
             thread.join(timeout=5)
 
 
-def _check_decoded_size(
+def check_decoded_size(
     decoded_shape: torch.Tensor, sizes: np.ndarray, paths: list[str], video_index: torch.Tensor
 ) -> None:
     """Refuse frames whose decoded size differs from the probed size ``to_frame`` assumes (a
@@ -677,307 +678,3 @@ def _check_decoded_size(
             f"{paths[int(video_index[b])]}: DALI decodes {decoded[b][1]}x{decoded[b][0]} frames, "
             f"the file declares {sizes[b][1]}x{sizes[b][0]}; use backend='pyav'"
         )
-
-
-def iter_prediction_chunks(
-    video: str,
-    image_size: tuple[int, int],
-    chunk_size: int = 96,
-    context: int = 0,
-    backend: str = "auto",
-    device: str = "cpu",
-    decoders: int | None = None,
-) -> Iterator[dict[str, Any]]:
-    """Ordered, overlapping chunks that cover a whole video, each frame decoded once.
-
-    Every chunk has ``chunk_size + 2 * context`` frames: ``context`` frames before and after its
-    ``chunk_size`` central frames. Indices before 0 or after the last frame repeat the edge frame,
-    so each valid frame t has frames t - context .. t + context around it. ``valid`` marks the
-    central frames that exist; over all chunks the valid frames are 0 .. T-1, once each, in
-    order (the last chunk is padded to full length with repeats of the last frame, valid=False).
-
-    Args:
-        video: a local video path (validated first).
-        image_size: model input (H, W).
-        chunk_size: central frames per chunk.
-        context: frames of context on each side.
-        backend: "auto", "pyav" or "dali".
-        device: "cpu" or "cuda[:N]"; where tensors are delivered (and, for DALI, decoded).
-        decoders: DALI pipelines decoding the video in parallel (None: ``DEFAULT_GPU_DECODERS``
-            on a GPU, 1 on the CPU). Ignored by PyAV.
-
-    Returns:
-        An iterator of dicts: ``frames`` float32 (L, 3, H, W) normalised; ``frame_index`` int64
-        (L,) the frame each row shows (edge-clamped); ``valid`` bool (L,); ``to_frame`` float32
-        (2, 3) (resize only); all on ``device``. On the host: ``valid_rows`` (first, stop), the
-        contiguous rows that ``valid`` marks, and ``valid_frames`` int64, their frame numbers.
-    """
-    if chunk_size < 1 or context < 0:
-        raise ValueError("chunk_size must be >= 1 and context >= 0")
-    if decoders is not None and decoders < 1:
-        raise ValueError(f"decoders must be >= 1, got {decoders}")
-    path = _local_video(video)
-    info = validate_video(path)
-    kind = choose_backend(backend, [info], device)
-    if kind == "dali-gpu" and backend == "auto" and short_for_dali(info):
-        kind = "pyav"
-    image_size = tuple(image_size)
-    to_frame = to_frame_matrix(np.eye(2, 3), (info.height, info.width), image_size)
-    to_frame_t = torch.from_numpy(to_frame).float().to(device)
-    if kind == "pyav":
-        blocks = _pyav_blocks(path, chunk_size, image_size, to_frame_t, device)
-    else:
-        blocks = _dali_blocks(
-            info,
-            chunk_size,
-            image_size,
-            device,
-            kind == "dali-gpu",
-            decoders or (DEFAULT_GPU_DECODERS if kind == "dali-gpu" else 1),
-        )
-    return _assemble_chunks(blocks, info.n_frames, chunk_size, context, to_frame_t, device)
-
-
-# Below this many decoded pixels (frames x width x height) "auto" predicts a video on a GPU with
-# PyAV (FFmpeg's threaded CPU decoder, colour conversion on the GPU) instead of DALI: building DALI
-# pipelines costs over a second, more than PyAV needs for a whole short clip. One H100 with 16
-# CPU cores, ResNet-50 256x256 (bench/results/predict_cuda_crossover.json), 396x406 H.264:
-# PyAV ~1,550-1,660 frames/s at any length; DALI 686 (994 frames), 2,280 (9,940), 2,860 (29,820),
-# i.e. ~1.3 s of start-up then ~3,300 frames/s: equal at ~4,000 frames, 6.4e8 pixels.
-DALI_MIN_PIXELS = 600_000_000
-
-
-def short_for_dali(info: VideoInfo) -> bool:
-    """Whether a video is too short for DALI's start-up to pay off (see ``DALI_MIN_PIXELS``)."""
-    return info.n_frames * info.width * info.height < DALI_MIN_PIXELS
-
-
-def _pyav_blocks(
-    path: str, chunk: int, image_size: tuple[int, int], to_frame: torch.Tensor, device: str
-) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Consecutive blocks of ``chunk`` frames (the last one shorter), sequential decoding.
-
-    On a CPU the blocks are decoded, converted and warped in turn. On a GPU a background thread
-    decodes ahead of the network (:func:`prefetched`), uploads each block's raw 4:2:0 planes
-    (half the bytes of RGB) and converts and warps them there (:mod:`lpray.data.yuv`), so the
-    CPU only runs FFmpeg's decoder; formats that module cannot convert exactly upload RGB.
-    """
-    if torch.device(device).type != "cuda":
-        yield from _pyav_decoded_blocks(path, chunk, image_size, to_frame, device, None)
-        return
-    layout = yuv420_layout(path)
-    source = _pyav_decoded_blocks(path, chunk, image_size, to_frame, device, layout)
-    stream = prefetched([source], device, depth=3)
-    with contextlib.closing(stream):
-        yield from stream
-
-
-def _pyav_decoded_blocks(
-    path: str,
-    chunk: int,
-    image_size: tuple[int, int],
-    to_frame: torch.Tensor,
-    device: str,
-    layout: Yuv420Layout | None,
-) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Decode, upload (from pinned memory on a GPU), convert to RGB when given planar ``layout``,
-    warp and normalise."""
-    pin = torch.device(device).type == "cuda"
-    with PyAVReader(path) as reader:
-        start = 0
-        for block in reader.iter_chunks(chunk, planes=layout is not None):
-            host = torch.from_numpy(block)
-            raw = (host.pin_memory() if pin else host).to(device, non_blocking=pin)
-            rgb = yuv420_to_rgb(raw, layout) if layout is not None else raw
-            yield warp_normalise(rgb, to_frame, image_size), np.arange(start, start + len(block))
-            start += len(block)
-
-
-# DALI pipelines that decode one video in parallel on a GPU: one reaches ~2,500 frames/s on
-# NVDEC, 4 about 8,000 (DESIGN.md section 8), more than a ResNet-50 consumes in bf16.
-DEFAULT_GPU_DECODERS = 4
-# Frames in one decoder's segment when prediction decodes with several DALI pipelines: long
-# enough that the seek to the segment's keyframe (GOPs are often ~250 frames) costs little, short
-# enough that the blocks a decoder holds ahead of the consumer stay small (decoders x segment).
-SEGMENT_FRAMES = 512
-
-
-def prediction_segments(n_frames: int, chunk: int, decoders: int) -> list[tuple[int, int]]:
-    """Cut ``n_frames`` into consecutive segments of whole chunks for ``decoders`` pipelines.
-
-    Segments are dealt round-robin (segment j to decoder j mod ``decoders``), so each decoder
-    reads ahead one segment while the consumer works through the others in order. Each segment
-    has at most ``SEGMENT_FRAMES`` frames (rounded up to a whole chunk), and there are at least
-    ``decoders`` of them when the video has that many chunks.
-
-    Returns:
-        ``(start, stop)`` frame ranges (stop exclusive) covering ``0 .. n_frames`` in order.
-    """
-    n_blocks = math.ceil(n_frames / chunk)
-    blocks_per_segment = max(
-        1, min(math.ceil(SEGMENT_FRAMES / chunk), math.ceil(n_blocks / decoders))
-    )
-    if decoders == 1:
-        blocks_per_segment = n_blocks  # one sequential reader: no seeks at all
-    frames = blocks_per_segment * chunk
-    return [(start, min(start + frames, n_frames)) for start in range(0, n_frames, frames)]
-
-
-def _dali_blocks(
-    info: VideoInfo,
-    chunk: int,
-    image_size: tuple[int, int],
-    device: str,
-    gpu: bool,
-    decoders: int = 1,
-) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Consecutive blocks of ``chunk`` frames from ``decoders`` DALI pipelines.
-
-    One pipeline reads a whole video at a few thousand frames/s on a GPU, below what the
-    network consumes. Several pipelines, each drained by its own thread (:func:`prefetched`),
-    decode in parallel (NVDEC has capacity for many streams; DESIGN.md section 8): the video is
-    cut into segments (:func:`prediction_segments`), decoder ``p`` reads segments
-    ``p, p + n, ...`` through a frame-range file list, and blocks are handed out in frame order. The tail is padded by the
-    reader (``pad_mode="edge"``) because the experimental reader otherwise drops it.
-    """
-
-    from lpray.data import dali_pipeline as dp  # noqa: PLC0415
-
-    segments = prediction_segments(info.n_frames, chunk, max(1, decoders))
-    n_pipes = min(max(1, decoders), len(segments))
-    folder = tempfile.TemporaryDirectory(prefix="lpray-dali-predict-")
-    pipes = []
-    for p in range(n_pipes):
-        mine = segments[p::n_pipes]
-        sub = os.path.join(folder.name, str(p))
-        os.makedirs(sub)
-        pipe = dp.build_video_pipeline(
-            reader_device="gpu" if gpu else "cpu",
-            device_id=_device_id(device) if gpu else None,
-            batch_size=1,
-            sequence_length=chunk,
-            image_size=image_size,
-            augment_source=_augment_source(np.random.default_rng(0), None, image_size, 1),
-            mean=[255.0 * m for m in IMAGENET_MEAN],
-            std=[255.0 * s for s in IMAGENET_STD],
-            file_list=dp.write_file_list(
-                [(0, start, stop) for start, stop in mine], [info.path], sub
-            ),
-            step=chunk,
-            pad_tail=True,
-            num_threads=_num_threads() if n_pipes == 1 else 1,
-        )
-        expected = sum(math.ceil((stop - start) / chunk) for start, stop in mine)
-        pipes.append(
-            _built(
-                pipe,
-                expected,
-                lambda found, expected=expected: (
-                    f"{info.path}: DALI finds {found} chunks of {chunk} frames, lpray's frame "
-                    f"index {info.n_frames} frames ({expected} chunks); the decoders disagree on "
-                    f"the frame count"
-                ),
-            )
-        )
-
-    size = np.array([[info.height, info.width]])
-
-    def decoded_blocks(pipe: Pipeline) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-        for batch in dp.make_iterator(pipe, finite=True):
-            item = batch[0]
-            _check_decoded_size(
-                item["decoded_shape"], size, [info.path], torch.zeros(1, dtype=torch.long)
-            )
-            yield item["frames"][0], item["frame_index"][0].cpu().numpy().astype(np.int64)
-
-    # Segment j is decoder j mod n's; its blocks are taken from that decoder in a row. Each
-    # decoder may run one segment ahead of the consumer (and no further: bounded memory).
-    schedule = [
-        j % n_pipes
-        for j, (start, stop) in enumerate(segments)
-        for _ in range(math.ceil((stop - start) / chunk))
-    ]
-    blocks_per_segment = math.ceil((segments[0][1] - segments[0][0]) / chunk)
-    try:
-        stream = prefetched(
-            [decoded_blocks(pipe) for pipe in pipes],
-            device if gpu else "cpu",
-            depth=blocks_per_segment + 1,
-            schedule=schedule,
-        )
-        with contextlib.closing(stream):
-            for frames, index in stream:
-                yield frames.to(device), index
-    finally:
-        del pipes
-        folder.cleanup()
-
-
-def _assemble_chunks(
-    blocks: Iterable[tuple[torch.Tensor, np.ndarray]],
-    n_frames: int,
-    chunk: int,
-    context: int,
-    to_frame: torch.Tensor,
-    device: str,
-) -> Iterator[dict[str, Any]]:
-    """Build context-padded chunks from consecutive decoded blocks, keeping only the blocks a
-    chunk still needs (each frame is decoded and preprocessed once)."""
-    block_iter = iter(blocks)
-    cache: dict[int, torch.Tensor] = {}
-    read = 0
-    for k in range(math.ceil(n_frames / chunk)):
-        raw = np.arange(k * chunk - context, (k + 1) * chunk + context)
-        wanted = np.clip(raw, 0, n_frames - 1)
-        first_block, last_block = int(wanted.min()) // chunk, int(wanted.max()) // chunk
-        while read <= last_block:
-            frames, index = next(block_iter)
-            expected = np.minimum(np.arange(read * chunk, read * chunk + len(index)), n_frames - 1)
-            if not np.array_equal(index, expected):
-                raise VideoError(
-                    f"decoder returned frames {index[:3]}...{index[-3:]} for block {read}, "
-                    f"expected {expected[:3]}...{expected[-3:]}"
-                )
-            cache[read] = frames
-            read += 1
-        for b in [b for b in cache if b < first_block]:
-            del cache[b]
-        window = _gather_rows(cache, wanted, chunk)
-        valid = (raw >= k * chunk) & (raw < min((k + 1) * chunk, n_frames))
-        rows = np.flatnonzero(valid)
-        yield {
-            "frames": window.to(device),
-            "frame_index": torch.from_numpy(wanted).long().to(device),
-            "valid": torch.from_numpy(valid).to(device),
-            "to_frame": to_frame,
-            # the same facts on the host (valid rows are one contiguous run), so a GPU consumer
-            # can slice and label its outputs without reading anything back from the device
-            "valid_rows": (int(rows[0]), int(rows[-1]) + 1),
-            "valid_frames": wanted[valid].astype(np.int64),
-        }
-
-
-def _gather_rows(cache: dict[int, torch.Tensor], wanted: np.ndarray, chunk: int) -> torch.Tensor:
-    """Rows ``wanted`` (frame indices) from the cached blocks, copied one run at a time: a run is
-    either consecutive frames inside one block (one slice copy) or one frame repeated (edge
-    padding, one broadcast copy). Much cheaper than a gather over a concatenation."""
-    sample = next(iter(cache.values()))
-    out = torch.empty((len(wanted), *sample.shape[1:]), dtype=sample.dtype, device=sample.device)
-    row = 0
-    while row < len(wanted):
-        block, offset = divmod(int(wanted[row]), chunk)
-        end = row + 1
-        if end < len(wanted) and wanted[end] == wanted[row]:
-            while end < len(wanted) and wanted[end] == wanted[row]:
-                end += 1
-            out[row:end] = cache[block][offset]
-        else:
-            while (
-                end < len(wanted)
-                and wanted[end] == wanted[end - 1] + 1
-                and int(wanted[end]) // chunk == block
-            ):
-                end += 1
-            out[row:end] = cache[block][offset : offset + end - row]
-        row = end
-    return out

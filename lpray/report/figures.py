@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 if TYPE_CHECKING:
-    from lpray.track.predict import LabeledResult
+    from lpray.inference.labeled import LabeledResult
 
 
 def save_figure(fig: plt.Figure, path: str | Path) -> None:

@@ -1,33 +1,51 @@
 """Tracking a video corpus with an ensemble on Ray: ``lpray track ENSEMBLE_DIR VIDEOS... --out``.
 
-Per video, one prediction task per ensemble member (each may take a GPU) and one EKS task that
-takes the members' result refs as arguments: Ray starts the EKS task when the last member of
-that video finishes, so smoothing of early videos overlaps prediction of later ones, and no
-prediction passes through the driver. Prediction tasks are spread over the cluster's nodes.
+Work flows through three kinds of Ray work (:mod:`lpray.track.tasks`):
+
+1. a CPU probe task per video validates it and counts its frames; a corrupt video fails here;
+2. long-lived tracking workers (Ray actors, one per GPU by default, or per GPU fraction) hold
+   every member, loaded once, and predict segments (a video, or a piece of a long one) with all
+   members on one decoding;
+3. a CPU EKS task per video takes its segments' result refs as arguments: Ray starts it when the
+   last segment is ready, so smoothing and writing overlap the prediction of later videos and
+   never sit on a worker's critical path; no prediction passes through the driver.
+
+Why actors fed by the driver rather than Ray Data (``map_batches`` with an actor pool): a video's
+segments must meet again in one EKS task (in Ray Data a group-by, i.e. a shuffle), a failed video
+must become a record while the rest go on (Ray Data fails the dataset or drops blocks), and the
+results are a few MB per video, so the pipelining Ray Data offers reduces to what this does:
+each worker has at most ``videos_in_flight + 1`` calls submitted (backpressure; Ray's "limit
+pending tasks" pattern with ``ray.wait``), the next segment goes to the least loaded worker.
+Ray Data's frame-per-row video reader is not an option (CPU decoding, frames through the object
+store).
 
 Nothing is lost (see :mod:`lpray.track.manifest` for the layout):
 
-- a rerun skips every video with a ``done.json`` from the same members, launching no task;
-- a video that fails (corrupt, unreadable, too short) is recorded with its error, in
+- a rerun skips every video with a ``done.json`` from the same members, launching nothing;
+- a video that fails (corrupt, unreadable, truncated) is recorded with its error, in
   ``failed.json``, the summary and the manifest, while the others finish; a rerun retries it,
   except a video whose file is unusable (a :class:`~lpray.data.video.VideoError`) and unchanged
   since (``retry_failed`` forces it);
-- a task whose worker process or node dies is retried by Ray (``max_retries``).
+- a worker process or node that dies is restarted by Ray and its calls are retried
+  (``max_retries``); a task's worker that dies is retried too.
 """
 
 from __future__ import annotations
 
+import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import ray
+from tqdm.auto import tqdm
 
 from lpray.data.video import VideoError
-from lpray.ensemble.manifest import TrainedMember, trained_members
-from lpray.ensemble.raywork import as_completed, describe_error, gpus_or_default, task_options
+from lpray.ensemble.manifest import trained_members
+from lpray.ensemble.raywork import describe_error, task_exception, task_options
 from lpray.io.storage import expand, is_local, local_path
 from lpray.track.manifest import (
     VideoJob,
@@ -38,26 +56,39 @@ from lpray.track.manifest import (
     write_failed,
     write_summary,
 )
-from lpray.track.tasks import TrackSettings, predict_member, smooth_video
+from lpray.track.tasks import TrackSettings, TrackWorker, plan_segments, probe_video, smooth_video
 
 
 @dataclass(frozen=True)
 class TaskResources:
-    """Resources per task.
+    """Resources of the tracking workers and tasks.
 
     Attributes:
-        cpus: CPUs of every task (decoding threads and, without GPUs, the network).
-        gpus: GPUs of each prediction task (fractions pack several onto one GPU). None: half a
-            GPU when the cluster has GPUs (two tasks per GPU: one decodes while the other
-            computes), else none.
-        max_retries: Ray retries of a task whose worker or node died.
-        spread: spread prediction tasks over nodes (``SPREAD``) instead of packing them.
+        cpus: CPUs of each probe and EKS task, and of each tracking worker (decoding threads
+            and, without GPUs, the networks).
+        gpus: GPUs of each tracking worker (a fraction packs several workers onto one GPU).
+            None: 1 when the cluster has GPUs, else 0.
+        max_retries: restarts of a worker (and retries of its calls) or task whose process or
+            node died.
+        spread: spread workers over nodes (``SPREAD``) instead of packing them.
+        workers: tracking workers (None: one per ``gpus`` of the cluster's GPUs; without GPUs as
+            many as the CPUs allow while leaving one task's CPUs for probes and EKS).
+        videos_in_flight: segments a worker works on at once (their decoders overlap the other's
+            network passes).
     """
 
     cpus: float = 1.0
     gpus: float | None = None
     max_retries: int = 3
     spread: bool = True
+    workers: int | None = None
+    videos_in_flight: int = 2
+
+    def __post_init__(self) -> None:
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if self.videos_in_flight < 1:
+            raise ValueError(f"videos_in_flight must be >= 1, got {self.videos_in_flight}")
 
 
 @dataclass
@@ -66,10 +97,11 @@ class CorpusResult:
 
     out: str
     rows: list[dict[str, Any]]  # one per video, input order: done.json or failure records
-    launched_tasks: int  # Ray tasks started by this call (0 on a rerun of a finished corpus)
+    launched_tasks: int  # Ray tasks and worker calls started (0 on a rerun of a finished corpus)
     skipped: int  # videos not run: already finished, or known-bad files unchanged since
     seconds: float = 0.0
     failed: list[str] = field(default_factory=list)
+    workers: int = 0
 
     @property
     def done(self) -> list[str]:
@@ -98,30 +130,119 @@ def _absolute(path: str) -> str:
     return str(local_path(path).expanduser().resolve()) if is_local(path) else path
 
 
-def _launch(
-    jobs: list[VideoJob],
-    members: list[TrainedMember],
-    settings: TrackSettings,
-    resources: TaskResources,
-    before_predict: Callable[[str], None] | None,
-) -> dict[ray.ObjectRef, VideoJob]:
-    """Start every job's member predictions and its EKS task; returns EKS ref -> job."""
-    predict_options = task_options(
-        resources.cpus,
-        resources.gpus,
-        resources.max_retries,
-        **({"scheduling_strategy": "SPREAD"} if resources.spread else {}),
-    )
-    predict = ray.remote(predict_member).options(**predict_options)
-    smooth = ray.remote(smooth_video).options(
-        **task_options(resources.cpus, 0.0, resources.max_retries)
-    )
-    settings_ref = ray.put(settings)
-    refs = {}
-    for job in jobs:
-        member_refs = [predict.remote(job, m, settings_ref, before_predict) for m in members]
-        refs[smooth.remote(job, settings_ref, *member_refs)] = job
-    return refs
+def worker_count(resources: TaskResources, gpus: float, items: int) -> int:
+    """How many tracking workers to start for ``items`` segments (see :class:`TaskResources`)."""
+    if resources.workers is not None:
+        wanted = resources.workers
+    elif gpus > 0:
+        wanted = max(1, math.floor(ray.cluster_resources().get("GPU", 0) / gpus + 1e-9))
+    else:
+        spare = ray.cluster_resources().get("CPU", 1) - resources.cpus
+        wanted = max(1, math.floor(spare / max(resources.cpus, 1e-3) + 1e-9))
+    return max(1, min(wanted, items))
+
+
+class _Dispatch:
+    """The driver's loop: probe, feed workers with backpressure, smooth, collect records."""
+
+    def __init__(
+        self,
+        jobs: list[VideoJob],
+        settings: TrackSettings,
+        resources: TaskResources,
+        model_dirs: list[str],
+        gpus: float,
+        before_predict: Callable[[str], None] | None,
+    ) -> None:
+        self.settings, self.resources = settings, resources
+        self.before = before_predict
+        cpu_task = task_options(resources.cpus, 0.0, resources.max_retries)
+        self.probe = ray.remote(probe_video).options(**cpu_task)
+        self.smooth = ray.remote(smooth_video).options(**cpu_task)
+        self.jobs = {job.key: job for job in jobs}
+        self.queue: deque[VideoJob] = deque(jobs)
+        self.probes: dict[ray.ObjectRef, VideoJob] = {}
+        self.segments: deque[tuple[VideoJob, int, int]] = deque()
+        self.expected: dict[str, int] = {}
+        self.submitted: dict[str, list[ray.ObjectRef]] = {}
+        self.calls: dict[ray.ObjectRef, int] = {}
+        self.smoothing: dict[ray.ObjectRef, VideoJob] = {}
+        self.launched = 0
+        self.settings_ref = ray.put(settings)
+        self.model_dirs, self.gpus = model_dirs, gpus
+        self.workers: list[Any] = []
+        self.load: list[int] = []
+
+    def start_workers(self, count: int) -> None:
+        r = self.resources
+        options: dict[str, Any] = {
+            "num_cpus": r.cpus,
+            "num_gpus": self.gpus,
+            "max_restarts": r.max_retries,
+            "max_task_retries": r.max_retries,
+            "max_concurrency": r.videos_in_flight,
+        }
+        if r.spread:
+            options["scheduling_strategy"] = "SPREAD"
+        actor = ray.remote(TrackWorker).options(**options)
+        self.workers = [actor.remote(self.model_dirs, self.settings) for _ in range(count)]
+        self.load = [0] * count
+
+    def _fill(self) -> None:
+        # probes run ahead of the workers, bounded so a huge corpus is not all probed at once
+        while self.queue and len(self.probes) < 2 * max(1, len(self.workers)) + 2:
+            job = self.queue.popleft()
+            self.probes[self.probe.remote(job)] = job
+            self.launched += 1
+        depth = self.resources.videos_in_flight + 1
+        while self.segments and self.workers and min(self.load) < depth:
+            w = min(range(len(self.load)), key=self.load.__getitem__)
+            job, start, stop = self.segments.popleft()
+            ref = self.workers[w].predict.remote(job, start, stop, self.before)
+            self.calls[ref] = w
+            self.load[w] += 1
+            self.launched += 1
+            refs = self.submitted.setdefault(job.key, [])
+            refs.append(ref)
+            if len(refs) == self.expected[job.key]:
+                self.smoothing[self.smooth.remote(job, self.settings_ref, *refs)] = job
+                self.launched += 1
+                del self.submitted[job.key]
+
+    def run(self, progress: bool):  # noqa: ANN201 - generator of (job, record, error)
+        with tqdm(total=len(self.jobs), desc="videos", unit="videos", disable=not progress) as bar:
+            self._fill()
+            while self.probes or self.calls or self.smoothing or self.queue or self.segments:
+                waiting = [*self.probes, *self.calls, *self.smoothing]
+                [ref], _ = ray.wait(waiting, num_returns=1)
+                if ref in self.calls:  # a worker call ended (its failure reaches the EKS task)
+                    self.load[self.calls.pop(ref)] -= 1
+                elif ref in self.probes:
+                    job = self.probes.pop(ref)
+                    try:
+                        n_frames = ray.get(ref)["n_frames"]
+                    except Exception as err:  # noqa: BLE001 - one bad video must not stop the rest
+                        bar.update(1)
+                        yield job, None, task_exception(err)
+                    else:
+                        pieces = plan_segments(n_frames, self.settings.segment_frames)
+                        self.expected[job.key] = len(pieces)
+                        self.segments.extend((job, a, b) for a, b in pieces)
+                else:
+                    job = self.smoothing.pop(ref)
+                    try:
+                        record = ray.get(ref)
+                    except Exception as err:  # noqa: BLE001 - one bad video must not stop the rest
+                        yield job, None, task_exception(err)
+                    else:
+                        yield job, record, None
+                    bar.update(1)
+                self._fill()
+
+    def stop_workers(self) -> None:
+        for worker in self.workers:
+            ray.kill(worker)
+        self.workers = []
 
 
 def track_corpus(
@@ -139,14 +260,14 @@ def track_corpus(
     Args:
         ensemble_dir: an ensemble folder (``lpray ensemble``) or a single model directory.
         videos: paths, globs or URLs (``s3://``, ``gs://``, ``file://``); remote videos are
-            downloaded inside the tasks.
+            downloaded inside the tasks and workers.
         out: the output folder (local or URL).
-        settings: smoothing and output settings (member names and view groups are filled in
-            from the ensemble).
-        resources: per-task resources and retries.
+        settings: prediction, smoothing and output settings (member names and view groups are
+            filled in from the ensemble).
+        resources: workers, per-task resources and retries.
         progress: show a progress bar over finished videos.
-        before_predict: called inside every prediction task with the video path before any
-            work (instrumentation and fault-injection tests).
+        before_predict: called inside every worker call with the video path before any work
+            (instrumentation and fault-injection tests).
         retry_failed: also retry videos whose unchanged file failed as unusable before.
 
     Returns:
@@ -178,20 +299,33 @@ def track_corpus(
     write_corpus_manifest(
         out, run, [records.get(j.key, {"video": j.key, "path": j.path, **pending}) for j in jobs]
     )
+    launched = workers = 0
     if todo:
         ensure_ray()
-        resources = replace(resources, gpus=gpus_or_default(resources.gpus, 0.5))
-        run["resources"] = dict(vars(resources))
-        refs = _launch(todo, members, settings, resources, before_predict)
-        for job, record, error in as_completed(refs, progress, desc="videos"):
-            if error is not None:
-                bad_input = isinstance(error, VideoError)
-                record = write_failed(job, describe_error(error), bad_input, settings.members)
-            records[job.key] = record
+        gpus = resources.gpus
+        if gpus is None:
+            gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0
+        resources = replace(resources, gpus=gpus)
+        workers = worker_count(resources, gpus, len(todo))
+        run["resources"] = {**vars(resources), "workers": workers}
+        dispatch = _Dispatch(
+            todo, settings, resources, [str(m.model_dir) for m in members], gpus, before_predict
+        )
+        dispatch.start_workers(workers)
+        try:
+            for job, record, error in dispatch.run(progress):
+                if error is not None:
+                    bad_input = isinstance(error, VideoError)
+                    record = write_failed(job, describe_error(error), bad_input, settings.members)
+                records[job.key] = record
+        finally:
+            dispatch.stop_workers()
+        launched = dispatch.launched
     rows = [records[job.key] for job in jobs]
     failed = [r["video"] for r in rows if r["status"] != "done"]
     write_summary(out, rows)
     write_corpus_manifest(out, run, rows)
-    launched = len(todo) * (len(members) + 1)
     skipped = len(jobs) - len(todo)
-    return CorpusResult(out, rows, launched, skipped, time.perf_counter() - started, failed)
+    return CorpusResult(
+        out, rows, launched, skipped, time.perf_counter() - started, failed, workers
+    )

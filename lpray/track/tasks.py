@@ -1,9 +1,19 @@
-"""The work of corpus tracking, one video at a time: what each Ray task runs.
+"""The work of corpus tracking: what each Ray task and tracking worker runs.
 
-Two kinds of task per video: :func:`predict_member` (one per ensemble member; GPU where given)
-and :func:`smooth_video` (EKS over the members' results, then the labeled outputs and, last,
-``done.json``). They are plain functions so they can be tested and reused without Ray;
-:mod:`lpray.track.corpus` wraps them in ``ray.remote``.
+- :func:`probe_video`: a CPU task per video that validates it (a corrupt video fails here, alone,
+  without taking a GPU worker's time) and reads its frame count, from which the driver cuts long
+  videos into segments.
+- :class:`TrackWorker`: a long-lived worker (a Ray actor, one per GPU by default) holding every
+  ensemble member, loaded once. Each call predicts one segment of one video with all members,
+  decoding it once (:func:`lpray.inference.engine.predict_range`). Several calls run at once on
+  its threads (``videos_in_flight``): the network passes take turns under one lock while the
+  next segment's decoders start and decode, so decoder start-up is off the GPU's critical path.
+- :func:`smooth_video`: a CPU task per video that takes the results of its segments (Ray passes
+  them as arguments when the last one is ready), stitches them, writes each member's table,
+  runs EKS, writes the smoothed tables and overlays and, last, ``done.json``.
+
+They are plain functions and a plain class so they can be tested and reused without Ray;
+:mod:`lpray.track.corpus` wraps them.
 """
 
 from __future__ import annotations
@@ -11,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,13 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lpray.ensemble.manifest import TrainedMember
 from lpray.ensemble.raywork import limit_torch_threads, node_id
 from lpray.io.storage import filesystem, is_local, local_path
 from lpray.io.tables import arrays_to_table, write_pose_csv, write_pose_parquet
+from lpray.options import BACKENDS, OVERLAYS, PRECISIONS
 from lpray.track.manifest import VideoJob, write_done
-
-OVERLAYS = ("strip", "video", "both", "none")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,12 @@ class TrackSettings:
         smooth_param: EKS smoothing parameter s for every keypoint; None fits it per keypoint.
         chunk_size: frames per forward pass.
         backend: video reader (``auto``, ``pyav``, ``dali``).
+        decoders: DALI pipelines per segment on a GPU (None: the reader's default, 4).
+        segment_frames: videos longer than this are cut into segments of about this many
+            frames, predicted by any worker (one long video can use several GPUs) and stitched;
+            0 never cuts.
+        compile: ``torch.compile`` each member (CUDA; about a minute once per worker).
+        precision: ``auto`` (bf16 on a GPU), ``bf16`` or ``fp32``.
         overlay: ``strip`` (PNG of sample frames), ``video`` (labeled mp4), ``both`` or ``none``.
         strip_frames: frames in the PNG strip.
         view_groups: multi-view body parts; non-empty selects the multi-view EKS.
@@ -46,18 +61,43 @@ class TrackSettings:
     smooth_param: float | None = None
     chunk_size: int = 64
     backend: str = "auto"
+    decoders: int | None = None
+    segment_frames: int = 20_000
+    compile: bool = False
+    precision: str = "auto"
     overlay: str = "strip"
     strip_frames: int = 6
     view_groups: list[list[str]] = field(default_factory=list)
     members: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if self.overlay not in OVERLAYS:
-            raise ValueError(f"overlay must be one of {list(OVERLAYS)}, got {self.overlay!r}")
+        choices = {"overlay": OVERLAYS, "backend": BACKENDS, "precision": PRECISIONS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(
+                    f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
+                )
         if self.chunk_size < 1:
             raise ValueError(f"chunk size must be >= 1, got {self.chunk_size}")
+        if self.decoders is not None and self.decoders < 1:
+            raise ValueError(f"decoders must be >= 1, got {self.decoders}")
+        if self.segment_frames < 0:
+            raise ValueError(f"segment_frames must be >= 0, got {self.segment_frames}")
         if self.smooth_param is not None and not self.smooth_param > 0:
             raise ValueError(f"smoothing parameter must be > 0, got {self.smooth_param}")
+
+
+def plan_segments(n_frames: int, segment_frames: int) -> list[tuple[int, int]]:
+    """Cut ``n_frames`` into near-equal consecutive ranges of at most ~``segment_frames``.
+
+    Each range is predicted on its own (with real context frames from its neighbours, see
+    :mod:`lpray.inference.chunks`), so the concatenated results equal the whole video's.
+    """
+    if segment_frames <= 0 or n_frames <= segment_frames:
+        return [(0, n_frames)]
+    count = -(-n_frames // segment_frames)
+    edges = np.linspace(0, n_frames, count + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
 @contextlib.contextmanager
@@ -76,59 +116,108 @@ def local_video(path: str) -> Iterator[str]:
         yield target
 
 
-def predict_member(
-    job: VideoJob,
-    member: TrainedMember,
-    settings: TrackSettings,
-    before: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Predict every frame of one video with one member; write its tables.
-
-    Args:
-        job: the video.
-        member: the ensemble member.
-        settings: chunk size and reader.
-        before: called with the video path first (instrumentation, fault-injection tests).
-
-    Returns:
-        ``xy`` (T, K, 2), ``confidence`` (T, K), ``keypoints``, ``seconds``, ``node_id``.
+def probe_video(job: VideoJob) -> dict[str, Any]:
+    """Validate one video and count its frames (a CPU task).
 
     Raises:
-        VideoError: the video is missing, corrupt or unreadable (checked before any model work).
+        VideoError: the video is missing, corrupt, truncated or unreadable.
     """
     from lpray.data.video import validate_video
-    from lpray.track.predict import load_trained, predict_video_arrays
 
-    if before is not None:
-        before(job.path)
-    limit_torch_threads()
-    started = time.perf_counter()
     with local_video(job.path) as path:
-        validate_video(path)
-        trained = load_trained(member.model_dir)
-        xy, confidence = predict_video_arrays(trained, path, settings.chunk_size, settings.backend)
-    table = arrays_to_table(xy, trained.keypoint_names, confidence, scorer=member.name)
-    write_pose_csv(table, job.member_table(member.index, "csv"))
-    write_pose_parquet(table, job.member_table(member.index, "parquet"))
-    return {
-        "member": member.name,
-        "index": member.index,
-        "xy": xy,
-        "confidence": confidence,
-        "keypoints": trained.keypoint_names,
-        "seconds": time.perf_counter() - started,
-        "node_id": node_id(),
-    }
+        info = validate_video(path)
+    return {"n_frames": info.n_frames, "width": info.width, "height": info.height}
+
+
+class TrackWorker:
+    """Every member of an ensemble on one device, predicting segments of videos.
+
+    Args:
+        model_dirs: the members' model directories, in member order.
+        settings: reader, chunk, precision and compile settings.
+        device: "cpu", "cuda" (default: CUDA when present).
+    """
+
+    def __init__(
+        self, model_dirs: list[str], settings: TrackSettings, device: str | None = None
+    ) -> None:
+        from lpray.inference.network import load_network
+
+        limit_torch_threads()
+        self.settings = settings
+        self.networks = [
+            load_network(d, device, precision=settings.precision, compile=settings.compile)
+            for d in model_dirs
+        ]
+        self.lock = threading.Lock()
+        self.started = time.time()
+
+    def predict(
+        self,
+        job: VideoJob,
+        start: int,
+        stop: int,
+        before: Callable[[str], None] | None = None,
+    ) -> dict[str, Any]:
+        """Predict frames ``[start, stop)`` of one video with every member.
+
+        Returns:
+            ``xy`` (M, T, K, 2), ``confidence`` (M, T, K), ``start``, ``stop``, ``keypoints``,
+            ``seconds``, ``first_chunk_seconds``, ``decode_passes``, ``node_id``, ``worker``.
+
+        Raises:
+            VideoError: the video cannot be read to its end.
+        """
+        from lpray.inference.engine import predict_range
+
+        if before is not None:
+            before(job.path)
+        s = self.settings
+        with local_video(job.path) as path:
+            result = predict_range(
+                self.networks,
+                path,
+                start,
+                stop,
+                chunk_size=s.chunk_size,
+                backend=s.backend,
+                decoders=s.decoders,
+                lock=self.lock,
+            )
+        return {
+            "xy": result.xy,
+            "confidence": result.confidence,
+            "start": result.start,
+            "stop": result.stop,
+            "keypoints": self.networks[0].keypoint_names,
+            "seconds": result.seconds,
+            "first_chunk_seconds": result.first_chunk_seconds,
+            "decode_passes": result.decode_passes,
+            "node_id": node_id(),
+            "worker": os.getpid(),
+        }
+
+
+def stitch(segments: tuple[dict[str, Any], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenate segment results in frame order, checking they tile the video exactly."""
+    ordered = sorted(segments, key=lambda r: r["start"])
+    position = 0
+    for result in ordered:
+        if result["start"] != position:
+            raise RuntimeError(f"segments do not tile the video: gap or overlap at {position}")
+        position = result["stop"]
+    xy = np.concatenate([r["xy"] for r in ordered], axis=1)
+    confidence = np.concatenate([r["confidence"] for r in ordered], axis=1)
+    return xy, confidence
 
 
 def _smooth(
-    results: list[dict[str, Any]], settings: TrackSettings
+    tables: list[pd.DataFrame], settings: TrackSettings
 ) -> tuple[pd.DataFrame, dict[str, float]]:
     """EKS over the members' predictions (multi-view when the model has view groups)."""
     from lpray.smooth.api import smooth_ensemble, smooth_ensemble_multiview
 
-    tables = [arrays_to_table(r["xy"], r["keypoints"], r["confidence"]) for r in results]
-    sources = [r["member"] for r in results]
+    sources = list(settings.members) or [f"member-{k}" for k in range(len(tables))]
     if settings.view_groups:
         return smooth_ensemble_multiview(
             tables, settings.view_groups, settings.smooth_param, sources=sources
@@ -158,15 +247,15 @@ def _write_overlays(job: VideoJob, xy: np.ndarray, settings: TrackSettings) -> l
 
 
 def smooth_video(
-    job: VideoJob, settings: TrackSettings, *results: dict[str, Any]
+    job: VideoJob, settings: TrackSettings, *segments: dict[str, Any]
 ) -> dict[str, Any]:
-    """EKS over one video's member predictions; write its tables, overlays and ``done.json``.
+    """Stitch one video's segments; write member tables, EKS, overlays and ``done.json``.
 
     Args:
         job: the video.
-        settings: smoothing and overlay settings.
-        *results: the :func:`predict_member` results of every member (Ray passes the values of
-            the prediction tasks' object refs here, so this runs only after they all succeed).
+        settings: smoothing and overlay settings (``members`` names the tables' scorers).
+        *segments: the :meth:`TrackWorker.predict` results of every segment (Ray passes the
+            values of the workers' object refs here, so this runs only after they all succeed).
 
     Returns:
         The video's ``done.json`` record (also its row in the corpus summary).
@@ -174,23 +263,34 @@ def smooth_video(
     from lpray.io.tables import table_to_arrays
 
     started = time.perf_counter()
-    table, params = _smooth(list(results), settings)
-    write_pose_csv(table, job.file(".eks.csv"))
-    write_pose_parquet(table, job.file(".eks.parquet"))
-    xy, _ = table_to_arrays(table)
-    files = [job.file(".eks.csv"), job.file(".eks.parquet")]
-    files += _write_overlays(job, xy, settings)
+    xy, confidence = stitch(segments)
+    names = segments[0]["keypoints"]
+    members = list(settings.members) or [f"member-{k}" for k in range(len(xy))]
+    tables = []
+    files = []
+    for index, member in enumerate(members):
+        table = arrays_to_table(xy[index], names, confidence[index], scorer=member)
+        for extension, write in (("csv", write_pose_csv), ("parquet", write_pose_parquet)):
+            write(table, job.member_table(index, extension))
+            files.append(job.member_table(index, extension))
+        tables.append(table)
+    smoothed, params = _smooth(tables, settings)
+    write_pose_csv(smoothed, job.file(".eks.csv"))
+    write_pose_parquet(smoothed, job.file(".eks.parquet"))
+    smoothed_xy, _ = table_to_arrays(smoothed)
+    files = [job.file(".eks.csv"), job.file(".eks.parquet"), *files]
+    files += _write_overlays(job, smoothed_xy, settings)
     smooth_seconds = time.perf_counter() - started
-    predict_seconds = sum(r["seconds"] for r in results)
+    predict_seconds = sum(r["seconds"] for r in segments)
     here = node_id()
-    predict_nodes = [r["node_id"] for r in results]
+    predict_nodes = [r["node_id"] for r in segments]
     record = {
         "video": job.key,
         "path": job.path,
         "status": "done",
-        "frames": int(len(table)),
-        "mean_confidence": _column_mean(table, ("likelihood",)),
-        "mean_posterior_var": _column_mean(table, ("x_posterior_var", "y_posterior_var")),
+        "frames": int(len(smoothed)),
+        "mean_confidence": _column_mean(smoothed, ("likelihood",)),
+        "mean_posterior_var": _column_mean(smoothed, ("x_posterior_var", "y_posterior_var")),
         "seconds": predict_seconds + smooth_seconds,
         "predict_seconds": predict_seconds,
         "smooth_seconds": smooth_seconds,
@@ -198,11 +298,12 @@ def smooth_video(
         "node_ids": ";".join(sorted(set(predict_nodes + [here]))),
         "predict_nodes": predict_nodes,
         "smooth_node": here,
+        "segments": [[r["start"], r["stop"]] for r in sorted(segments, key=lambda r: r["start"])],
+        "decode_passes": sum(r["decode_passes"] for r in segments),
         "members": settings.members,
         "smooth_param": params,
         "multiview": bool(settings.view_groups),
-        "files": files
-        + [job.member_table(r["index"], ext) for r in results for ext in ("csv", "parquet")],
+        "files": files,
     }
     write_done(job, record)
     return record

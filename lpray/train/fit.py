@@ -181,9 +181,10 @@ def write_summary(
     frames_per_second: float | None,
 ) -> dict[str, Any]:
     """Evaluate the best checkpoint on the labeled splits; write summary.json and the figures."""
-    from lpray.track.predict import evaluate_labeled, load_trained
+    from lpray.inference.labeled import evaluate_labeled
+    from lpray.inference.network import load_network
 
-    trained = load_trained(model_dir)
+    trained = load_network(model_dir)
     summary: dict[str, Any] = {
         "train_seconds": train_seconds,
         "train_steps": train_steps,

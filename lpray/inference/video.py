@@ -1,0 +1,90 @@
+"""``lpray predict`` on videos: one model, every frame, its tables and per-frame metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from lpray.inference.engine import predict_range
+from lpray.inference.network import PoseNetwork
+from lpray.io.storage import atomic_write, join
+from lpray.io.tables import arrays_to_table, write_pose_csv, write_pose_parquet
+from lpray.metrics import temporal_norm
+
+
+def predict_video_arrays(
+    network: PoseNetwork,
+    video: str,
+    chunk_size: int = 64,
+    backend: str = "auto",
+    decoders: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keypoints (T, K, 2) in frame pixels and confidences (T, K) for every frame of ``video``."""
+    result = predict_range(
+        [network], video, chunk_size=chunk_size, backend=backend, decoders=decoders
+    )
+    return result.xy[0], result.confidence[0]
+
+
+def video_metrics(network: PoseNetwork, xy: np.ndarray) -> pd.DataFrame:
+    """Per-frame, per-keypoint temporal norm and PCA reprojection errors."""
+    names = network.keypoint_names
+    columns = {f"temporal_norm|{n}": v for n, v in zip(names, temporal_norm(xy).T)}
+    with torch.no_grad():
+        errors = network.pca_errors(torch.as_tensor(xy, dtype=torch.float32))
+    for loss_name, values in errors.items():
+        pca = network.pcas[loss_name]
+        for k, v in zip(pca.keypoint_indices, values.numpy().T):
+            columns[f"{loss_name}|{names[k]}"] = v
+    return pd.DataFrame(columns)
+
+
+def write_video_outputs(
+    network: PoseNetwork,
+    stem: str,
+    out_dir: str,
+    xy: np.ndarray,
+    confidence: np.ndarray,
+    scorer: str = "lpray",
+) -> list[str]:
+    """Write ``<stem>.csv``, ``<stem>.parquet`` and ``<stem>.metrics.csv``; returns the paths."""
+    table = arrays_to_table(xy, network.keypoint_names, confidence, scorer=scorer)
+    paths = [join(out_dir, f"{stem}.csv"), join(out_dir, f"{stem}.parquet")]
+    write_pose_csv(table, paths[0])
+    write_pose_parquet(table, paths[1])
+    paths.append(join(out_dir, f"{stem}.metrics.csv"))
+    with atomic_write(paths[2], "w") as handle:
+        video_metrics(network, xy).to_csv(handle, index_label="frame")
+    return paths
+
+
+def predict_video(
+    network: PoseNetwork,
+    video: str,
+    out_dir: str | Path,
+    backend: str = "auto",
+    chunk_size: int = 64,
+    decoders: int | None = None,
+) -> dict[str, float]:
+    """Predict every frame; write ``<stem>.csv``, ``<stem>.parquet``, ``<stem>.metrics.csv``.
+
+    Returns:
+        ``frames``, ``seconds`` (prediction), ``frames_per_second``, ``first_chunk_seconds``
+        (decoder start-up), ``mean_confidence``.
+    """
+    result = predict_range(
+        [network], video, chunk_size=chunk_size, backend=backend, decoders=decoders
+    )
+    xy, confidence = result.xy[0], result.confidence[0]
+    stem = Path(video).name.rsplit(".", 1)[0]
+    write_video_outputs(network, stem, str(out_dir), xy, confidence)
+    return {
+        "frames": len(xy),
+        "seconds": result.seconds,
+        "frames_per_second": len(xy) / result.seconds,
+        "first_chunk_seconds": result.first_chunk_seconds,
+        "mean_confidence": float(np.nanmean(confidence)),
+    }
