@@ -3,16 +3,18 @@ every member, segments that stitch to the whole video."""
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+import lpray
 from lpray.data.unlabeled import to_frame_matrix, warp_normalise
 from lpray.data.video import PyAVReader
-from lpray.inference import engine
 from lpray.inference.decode import decode_heatmaps
 from lpray.inference.engine import predict_range
 from lpray.inference.network import load_network, map_points
@@ -62,10 +64,32 @@ def test_decoding_equals_the_training_soft_argmax():
             np.testing.assert_allclose(conf, expected_conf.clamp(0, 1), atol=1e-5)
 
 
-def test_inference_imports_no_lightning_and_no_training_code():
+def lpray_imports(paths: list[Path]) -> set[str]:
+    """Every ``lpray.*`` module the files import, at module level or inside functions."""
+    found = set()
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+    return {name for name in found if name.split(".")[0] == "lpray"}
+
+
+def test_prediction_and_tracking_import_no_lightning_and_no_training_code():
+    """Inference, tracking and their commands, and every lpray module they import anywhere
+    (function-level imports included, one level down), load without Lightning or lpray.train:
+    importing Lightning costs ~9 s on the GPU machine."""
+    package = Path(lpray.__file__).parent
+    files = [*(package / "inference").glob("*.py"), *(package / "track").glob("*.py")]
+    files += [package / "commands" / "predict.py", package / "commands" / "track.py"]
+    modules = lpray_imports(files)
+    nested = [package.parent / (m.replace(".", "/") + ".py") for m in modules]
+    modules |= lpray_imports([p for p in nested if p.is_file()])
+    assert "lpray.inference.engine" in modules and "lpray.smooth.api" in modules
+    assert not {m for m in modules if m.startswith("lpray.train")}, modules
     code = (
-        "import sys, lpray.inference.engine, lpray.inference.video, lpray.inference.labeled, "
-        "lpray.track.tasks, lpray.commands.predict, lpray.commands.track; "
+        f"import sys, importlib; [importlib.import_module(m) for m in {sorted(modules)!r}]; "
         "bad = [m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning') "
         "or m.startswith('lpray.train')]; print(bad); sys.exit(1 if bad else 0)"
     )
@@ -120,27 +144,33 @@ def test_every_member_equals_the_training_code_prediction(members, video):
 def test_a_video_is_decoded_once_whatever_the_member_count(
     members, video, monkeypatch, members_used
 ):
-    opened = []
-    real = engine.iter_prediction_chunks
+    """One reader opened, each frame decoded once, for 1 or 3 members; with 3 parallel parts
+    three readers share the frames (each frame still decoded once, plus context overlaps)."""
+    readers, decoded = [], []
+    original_init, original_read = PyAVReader.__init__, PyAVReader.read
 
-    def counting(*args, **kwargs):
-        opened.append(args[0])
-        return real(*args, **kwargs)
-
-    readers = []
-    original_init = PyAVReader.__init__
-
-    def counting_reader(self, *args, **kwargs):
+    def counting_init(self, *args, **kwargs):
         readers.append(args[0])
         original_init(self, *args, **kwargs)
 
-    monkeypatch.setattr(engine, "iter_prediction_chunks", counting)
-    monkeypatch.setattr(PyAVReader, "__init__", counting_reader)
+    def counting_read(self, start, count, planes=False):
+        decoded.extend(range(start, start + count))
+        return original_read(self, start, count, planes)
+
+    monkeypatch.setattr(PyAVReader, "__init__", counting_init)
+    monkeypatch.setattr(PyAVReader, "read", counting_read)
     dirs = [*members["heatmap"], members["context"]][:members_used]
-    result = predict_range([load_network(d, "cpu") for d in dirs], video, chunk_size=8)
-    assert len(result.xy) == members_used
-    assert len(opened) == 1 and result.decode_passes == 1
-    assert len(readers) == 1  # one decoder opened for the whole video
+    networks = [load_network(d, "cpu") for d in dirs]
+    result = predict_range(networks, video, chunk_size=4)
+    assert len(result.xy) == members_used and result.decode_passes == 1
+    assert len(readers) == 1 and sorted(decoded) == list(range(37))
+    readers.clear(), decoded.clear()
+    parallel = predict_range(networks, video, chunk_size=1, decoders=3)  # parts >= 8 chunks
+    assert parallel.parts == 3 and len(readers) == 3
+    context = max(n.context for n in networks)
+    assert len(decoded) == 37 + 2 * 2 * context  # two inner part edges, context each side
+    sequential = predict_range(networks, video, chunk_size=1)  # the same batches, one reader
+    np.testing.assert_allclose(parallel.xy, sequential.xy, atol=1e-5)
 
 
 def backends():

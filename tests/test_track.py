@@ -308,6 +308,10 @@ def test_view_groups_select_the_multiview_smoother(tmp_path, ray_cluster):
         "keypoints": names,
         "seconds": 0.1,
         "decode_passes": 1,
+        "parts": 1,
+        "first_chunk_at": 0.0,
+        "worker_created_at": 0.0,
+        "worker_ready_at": 0.0,
         "node_id": "n",
     }
     settings = TrackSettings(overlay="none", view_groups=groups, members=["a", "b", "c"])

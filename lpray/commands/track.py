@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
+from lpray.commands import seconds_since_start
 from lpray.options import BACKENDS, OVERLAYS, PRECISIONS
 
 NAME = "track"
 HELP = (
-    "Track a video corpus with an ensemble: per-member predictions and EKS per video as Ray "
-    "tasks; resumable; a bad video fails alone."
+    "Track a video corpus with an ensemble on Ray: tracking workers (one per GPU) decode each "
+    "video once for every member, EKS per video behind them; resumable; a bad video fails alone."
 )
 
 
@@ -118,12 +120,19 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         retry_failed=args.retry_failed,
     )
-    frames = sum(int(r.get("frames") or 0) for r in result.rows if r["status"] == "done")
+    done = [r for r in result.rows if r["status"] == "done"]
+    frames = sum(int(r.get("frames") or 0) for r in done)
     print(
         f"{len(result.done)}/{len(result.rows)} videos done ({result.skipped} skipped, "
         f"{result.launched_tasks} tasks on {result.workers} workers, {result.seconds:.1f} s, "
         f"{frames / max(result.seconds, 1e-9):.0f} video-frames/s) -> {result.out}/summary.csv"
     )
+    age = seconds_since_start()
+    if age is not None:  # start-up: from the process's start to the first decoded frame
+        began = time.time() - age
+        firsts = [r["first_chunk_at"] for r in done if r.get("first_chunk_at", 0) >= began]
+        if firsts:
+            print(f"  first frame decoded {min(firsts) - began:.2f} s after start")
     for row in result.rows:
         if row["status"] != "done":
             print(f"  FAILED {row['path']}: {row['error']}", file=sys.stderr)

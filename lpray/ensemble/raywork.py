@@ -9,6 +9,7 @@ exception, and a progress bar counts finished items.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Hashable, Iterator
 from typing import Any
 
@@ -53,6 +54,13 @@ def as_completed(
                 except Exception as err:  # noqa: BLE001 - one bad item must not stop the rest
                     yield refs[ref], None, task_exception(err)
                 bar.update(1)
+
+
+def ensure_ray(address: str | None = None) -> None:
+    """Connect to a running cluster (``address``, RAY_ADDRESS, ``ray job submit``) or start one."""
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address=address, include_dashboard=False, log_to_driver=True)
 
 
 def limit_torch_threads() -> None:

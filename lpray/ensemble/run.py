@@ -138,7 +138,7 @@ def train_ensemble(
         An :class:`EnsembleResult`; failed members are listed in it and in the manifest rather
         than raised, so the caller decides whether K-1 members are good enough.
     """
-    from lpray.train.distributed import ensure_ray
+    from lpray.ensemble.raywork import ensure_ray
 
     resources = resources or MemberResources()
     started = time.perf_counter()

@@ -66,6 +66,16 @@ def short_for_dali(info: VideoInfo, frames: int | None = None) -> bool:
     return n * info.width * info.height < DALI_MIN_PIXELS
 
 
+def reader_for(info: VideoInfo, backend: str, device: str, frames: int | None = None) -> str:
+    """The reader ``backend`` means for ``frames`` (default: all) of this video on ``device``:
+    ``"pyav"`` or ``"dali"`` (``auto``: DALI on a GPU unless the frames are too few to repay
+    its start-up, DALI on a CPU for VP8/VP9/MJPEG, else PyAV)."""
+    kind = choose_backend(backend, [info], device)
+    if kind == "dali-gpu" and backend == "auto" and short_for_dali(info, frames):
+        kind = "pyav"
+    return "pyav" if kind == "pyav" else "dali"
+
+
 def frame_span(n_frames: int, start: int, stop: int, context: int) -> tuple[int, int]:
     """The frames a segment ``[start, stop)`` decodes: itself plus ``context`` real neighbours
     each side where the video has them."""
@@ -122,9 +132,7 @@ def iter_prediction_chunks(
     if not 0 <= start < stop <= info.n_frames:
         raise ValueError(f"{path}: frame range [{start}, {stop}) not inside 0..{info.n_frames}")
     lo, hi = frame_span(info.n_frames, start, stop, context)
-    kind = choose_backend(backend, [info], device)
-    if kind == "dali-gpu" and backend == "auto" and short_for_dali(info, hi - lo):
-        kind = "pyav"
+    kind = choose_backend(reader_for(info, backend, device, hi - lo), [info], device)
     image_size = tuple(image_size)
     to_frame = to_frame_matrix(np.eye(2, 3), (info.height, info.width), image_size)
     to_frame_t = torch.from_numpy(to_frame).float().to(device)
@@ -296,11 +304,14 @@ def _dali_blocks(
         for _ in range(math.ceil((stop - first) / chunk))
     ]
     blocks_per_piece = math.ceil((pieces[0][1] - pieces[0][0]) / chunk)
+    # several pipelines: each may run a whole piece ahead (the consumer reads pieces in turn);
+    # one pipeline read in order needs only a few blocks ahead (not the whole range in memory)
+    depth = blocks_per_piece + 1 if n_pipes > 1 else 3
     try:
         stream = prefetched(
             [decoded_blocks(pipe) for pipe in pipes],
             device if gpu else "cpu",
-            depth=blocks_per_piece + 1,
+            depth=depth,
             schedule=schedule,
         )
         with contextlib.closing(stream):

@@ -73,7 +73,8 @@ def predict_video(
 
     Returns:
         ``frames``, ``seconds`` (prediction), ``frames_per_second``, ``first_chunk_seconds``
-        (decoder start-up), ``mean_confidence``.
+        (decoder start-up), ``first_chunk_at`` (``time.time()`` of the first decoded chunk),
+        ``mean_confidence``.
     """
     result = predict_range(
         [network], video, chunk_size=chunk_size, backend=backend, decoders=decoders
@@ -86,5 +87,6 @@ def predict_video(
         "seconds": result.seconds,
         "frames_per_second": len(xy) / result.seconds,
         "first_chunk_seconds": result.first_chunk_seconds,
+        "first_chunk_at": result.first_chunk_at,
         "mean_confidence": float(np.nanmean(confidence)),
     }

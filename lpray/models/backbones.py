@@ -9,8 +9,9 @@ import warnings
 from collections.abc import Callable
 
 import torch
-import torchvision
 from torch import nn
+
+from lpray.models.resnet import resnet_trunk
 
 Builder = Callable[[bool], tuple[nn.Module, int]]
 _REGISTRY: dict[str, Builder] = {}
@@ -33,8 +34,10 @@ class PretrainedWeightsUnavailable(RuntimeError):
 
 
 def _resnet(name: str, pretrained: bool) -> tuple[nn.Module, int]:
-    weights = None
+    trunk, channels = resnet_trunk(name)
     if pretrained:
+        import torchvision  # noqa: PLC0415 - only for its weight files (5.7 s import, resnet.py)
+
         weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
         cache = torch.hub.get_dir()
         filename = weights.url.rsplit("/", 1)[-1]
@@ -49,9 +52,17 @@ def _resnet(name: str, pretrained: bool) -> tuple[nn.Module, int]:
                 f"torchvision.models.{name}(weights='IMAGENET1K_V1')\"` on a machine with internet, "
                 "or set model.pretrained=false for random initialisation"
             )
-    net = getattr(torchvision.models, name)(weights=weights)
-    channels = net.fc.in_features
-    trunk = nn.Sequential(*list(net.children())[:-2])  # drop avgpool + fc: stride-32 features
+        state = weights.get_state_dict(progress=False)
+        # the trunk is conv1, bn1, relu, maxpool, layer1..4 in torchvision's order: its indices
+        names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+        index = {n: str(i) for i, n in enumerate(names)}
+        trunk.load_state_dict(
+            {
+                index[k.split(".", 1)[0]] + "." + k.split(".", 1)[1]: v
+                for k, v in state.items()
+                if k.split(".", 1)[0] in index
+            }
+        )
     return trunk, channels
 
 

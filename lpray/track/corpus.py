@@ -274,7 +274,7 @@ def track_corpus(
         A :class:`CorpusResult`; ``summary.csv``/``.parquet`` and ``manifest.json`` are written
         under ``out``.
     """
-    from lpray.train.distributed import ensure_ray
+    from lpray.ensemble.raywork import ensure_ray
 
     started = time.perf_counter()
     members = trained_members(ensemble_dir)
@@ -302,6 +302,7 @@ def track_corpus(
     launched = workers = 0
     if todo:
         ensure_ray()
+        run["ray_ready_at"] = time.time()
         gpus = resources.gpus
         if gpus is None:
             gpus = 1.0 if ray.cluster_resources().get("GPU", 0) > 0 else 0.0

@@ -141,6 +141,7 @@ class TrackWorker:
     def __init__(
         self, model_dirs: list[str], settings: TrackSettings, device: str | None = None
     ) -> None:
+        self.created_at = time.time()
         from lpray.inference.network import load_network
 
         limit_torch_threads()
@@ -150,7 +151,7 @@ class TrackWorker:
             for d in model_dirs
         ]
         self.lock = threading.Lock()
-        self.started = time.time()
+        self.ready_at = time.time()
 
     def predict(
         self,
@@ -163,7 +164,8 @@ class TrackWorker:
 
         Returns:
             ``xy`` (M, T, K, 2), ``confidence`` (M, T, K), ``start``, ``stop``, ``keypoints``,
-            ``seconds``, ``first_chunk_seconds``, ``decode_passes``, ``node_id``, ``worker``.
+            ``seconds``, ``first_chunk_seconds``, ``first_chunk_at``, ``decode_passes``,
+            ``node_id``, ``worker``.
 
         Raises:
             VideoError: the video cannot be read to its end.
@@ -192,6 +194,11 @@ class TrackWorker:
             "keypoints": self.networks[0].keypoint_names,
             "seconds": result.seconds,
             "first_chunk_seconds": result.first_chunk_seconds,
+            "first_chunk_at": result.first_chunk_at,
+            "parts": result.parts,
+            # start-up of the worker that did it: process up and models loaded at
+            "worker_created_at": self.created_at,
+            "worker_ready_at": self.ready_at,
             "decode_passes": result.decode_passes,
             "node_id": node_id(),
             "worker": os.getpid(),
@@ -300,6 +307,10 @@ def smooth_video(
         "smooth_node": here,
         "segments": [[r["start"], r["stop"]] for r in sorted(segments, key=lambda r: r["start"])],
         "decode_passes": sum(r["decode_passes"] for r in segments),
+        "first_chunk_at": min(r["first_chunk_at"] for r in segments),
+        "worker_created_at": min(r["worker_created_at"] for r in segments),
+        "worker_ready_at": min(r["worker_ready_at"] for r in segments),
+        "readers": [r["parts"] for r in segments],
         "members": settings.members,
         "smooth_param": params,
         "multiview": bool(settings.view_groups),

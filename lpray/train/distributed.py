@@ -36,6 +36,7 @@ from pytorch_lightning.plugins.environments import LightningEnvironment
 from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 
 from lpray.config import Config, config_from_dict, save_config
+from lpray.ensemble.raywork import ensure_ray
 from lpray.train.fit import ThroughputMeter, build_module, write_summary
 
 CHECKPOINT_NAME = "checkpoint.ckpt"
@@ -401,15 +402,6 @@ def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(WORKER_ENV_DEFAULTS)
     env.update({key: environ[key] for key in WORKER_ENV_PASSTHROUGH if key in environ})
     return env
-
-
-def ensure_ray(address: str | None = None) -> None:
-    """Connect to a running cluster (``address``, RAY_ADDRESS, ``ray job submit``) or start one."""
-    import ray
-
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
 
 
 def train_distributed(

@@ -88,7 +88,7 @@ def _prepare_data_once(cfg: Config) -> None:
 
 
 def _fit(experiment_dir: str, restore: bool) -> str:
-    from lpray.train.distributed import ensure_ray
+    from lpray.ensemble.raywork import ensure_ray
     from lpray.tune.results import write_report
 
     ensure_ray()
