@@ -27,10 +27,11 @@ from lpray.data.augment import (
     draws_as_tensors,
     invert_affine,
 )
+from lpray.errors import UserError
 from lpray.io.tables import PoseTableError, keypoint_names, read_pose_csv, table_to_arrays
 
 
-class LabelError(ValueError):
+class LabelError(UserError, ValueError):
     """A labeled-data problem; the message names the file and what is wrong."""
 
 

@@ -12,6 +12,8 @@ import torch
 import torchvision
 from torch import nn
 
+from lpray.errors import UserError
+
 Builder = Callable[[bool], tuple[nn.Module, int]]
 _REGISTRY: dict[str, Builder] = {}
 
@@ -28,7 +30,7 @@ def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(UserError, RuntimeError):
     """ImageNet weights were asked for but are not in the local torch cache."""
 
 

@@ -18,7 +18,7 @@ checkpoint (``resume_errored``; "restart" would be a lie here, since the Train r
 
 from __future__ import annotations
 
-import sys
+import logging
 from typing import Any
 
 from lpray.config import Config
@@ -26,6 +26,8 @@ from lpray.io.storage import exists, is_local, join, local_path
 from lpray.tune.space import Param, SweepError, SweepSpec, sweep_from_dict, validate_sweep
 from lpray.tune.store import SweepMeta, read_meta, write_meta
 from lpray.tune.trial import TIME_ATTR, TrialSetup, run_trial
+
+log = logging.getLogger(__name__)
 
 
 def storage_root(spec: SweepSpec) -> str:
@@ -234,15 +236,16 @@ def _warn_if_oversubscribed(spec: SweepSpec) -> None:
         fits.append(total.get("GPU", 0) / (r.workers * r.gpus_per_worker))
     capacity = int(min(fits) + 1e-9)
     if capacity < spec.settings.max_concurrent_trials:
-        print(
-            f"lpray sweep: the cluster holds {capacity} trial(s) at a time with these resources; "
-            f"sweep.max_concurrent_trials={spec.settings.max_concurrent_trials} trials will queue",
-            file=sys.stderr,
+        log.warning(
+            "the cluster holds %d trial(s) at a time with these resources; "
+            "sweep.max_concurrent_trials=%d trials will queue",
+            capacity,
+            spec.settings.max_concurrent_trials,
         )
     node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
     problem = packing_problem(node_cpus, r.cpus_per_worker, r.trial_cpus)
     if problem:
-        print(f"lpray sweep: {problem}", file=sys.stderr)
+        log.warning("%s", problem)
 
 
 def packing_problem(
