@@ -56,8 +56,12 @@ def read_pose_csv(path: str | os.PathLike) -> pd.DataFrame:
         try:
             table[column] = pd.to_numeric(table[column], errors="raise").astype(float)
         except (ValueError, TypeError) as err:
+            numbers = pd.to_numeric(table[column], errors="coerce")
+            bad = table.index[numbers.isna() & table[column].notna()]
+            row = f" (row {bad[0]}: {table[column][bad[0]]!r})" if len(bad) else ""
             raise PoseTableError(
-                f"{path}: column {column[1]}/{column[2]} holds non-numbers ({err})"
+                f"{path}: column {column[1]}/{column[2]} holds non-numbers{row}; "
+                "leave a missing keypoint's cells empty, write numbers in the others"
             ) from err
     return table
 

@@ -34,23 +34,36 @@ class PretrainedWeightsUnavailable(UserError, RuntimeError):
     """ImageNet weights were asked for but are not in the local torch cache."""
 
 
-def _resnet(name: str, pretrained: bool) -> tuple[nn.Module, int]:
-    weights = None
-    if pretrained:
-        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
-        cache = torch.hub.get_dir()
-        filename = weights.url.rsplit("/", 1)[-1]
-        import os
+def check_pretrained_cached(name: str) -> None:
+    """Raise :class:`PretrainedWeightsUnavailable` unless ``name``'s ImageNet weights are cached.
 
-        if not os.path.exists(os.path.join(cache, "checkpoints", filename)):
-            # lpray never downloads at run time inside workers: a cluster node without internet
-            # would hang. Ask for the file to be cached up front instead.
-            raise PretrainedWeightsUnavailable(
-                f"ImageNet weights for {name} are not cached at {cache}/checkpoints/{filename}; "
-                f'download them once with `python -c "import torchvision; '
-                f"torchvision.models.{name}(weights='IMAGENET1K_V1')\"` on a machine with internet, "
-                "or set model.pretrained=false for random initialisation"
-            )
+    Cheap (no network, no model built): commands call it before they write anything.
+    """
+    if name in _REGISTRY and name.startswith("resnet"):
+        _resnet_weights(name)
+
+
+def _resnet_weights(name: str):  # noqa: ANN202 - a torchvision WeightsEnum member
+    """The ImageNet weights of ``name``, checked to be in the local torch cache."""
+    import os
+
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    cache = torch.hub.get_dir()
+    filename = weights.url.rsplit("/", 1)[-1]
+    if not os.path.exists(os.path.join(cache, "checkpoints", filename)):
+        # lpray never downloads at run time inside workers: a cluster node without internet
+        # would hang. Ask for the file to be cached up front instead.
+        raise PretrainedWeightsUnavailable(
+            f"model.pretrained: ImageNet weights for {name} are not cached at "
+            f"{cache}/checkpoints/{filename}; download them once with `python -c \"import "
+            f"torchvision; torchvision.models.{name}(weights='IMAGENET1K_V1')\"` on a machine "
+            "with internet, or set model.pretrained=false for random initialisation"
+        )
+    return weights
+
+
+def _resnet(name: str, pretrained: bool) -> tuple[nn.Module, int]:
+    weights = _resnet_weights(name) if pretrained else None
     net = getattr(torchvision.models, name)(weights=weights)
     channels = net.fc.in_features
     trunk = nn.Sequential(*list(net.children())[:-2])  # drop avgpool + fc: stride-32 features
