@@ -55,7 +55,7 @@ def _resnet_weights(name: str):  # noqa: ANN202 - a torchvision WeightsEnum memb
         # would hang. Ask for the file to be cached up front instead.
         raise PretrainedWeightsUnavailable(
             f"model.pretrained: ImageNet weights for {name} are not cached at "
-            f"{cache}/checkpoints/{filename}; download them once with `python -c \"import "
+            f'{cache}/checkpoints/{filename}; download them once with `python -c "import '
             f"torchvision; torchvision.models.{name}(weights='IMAGENET1K_V1')\"` on a machine "
             "with internet, or set model.pretrained=false for random initialisation"
         )

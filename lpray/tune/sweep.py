@@ -49,6 +49,8 @@ def run_sweep(cfg: Config, spec: SweepSpec) -> str:
     Raises:
         SweepError: a bad search space or an experiment directory already in use, before any
             trial starts (and before Ray starts).
+        UserError: a bad labels file, image or video (every trial would fail on it), before
+            anything is written.
     """
     label_counts = validate_sweep(cfg, spec)
     experiment_dir = experiment_path(spec)
@@ -83,10 +85,12 @@ def resume_sweep(experiment_dir: str) -> str:
 
 
 def _prepare_data_once(cfg: Config) -> None:
-    """Build the synthetic project (if any) here, before trials race to build it."""
-    from lpray.train.data import prepare_data
+    """Check the inputs every trial shares once (labels, every labeled image, videos), before
+    any trial starts or anything is written; builds the synthetic project (if any) here, before
+    trials race to build it."""
+    from lpray.train.data import validate_inputs
 
-    prepare_data(cfg)
+    validate_inputs(cfg)
 
 
 def _fit(experiment_dir: str, restore: bool) -> str:
