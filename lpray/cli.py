@@ -135,7 +135,6 @@ def configure_logging(verbose: int = 0, quiet: int = 0) -> logging.Logger:
     handler.setFormatter(_Formatter())
     logger.addHandler(handler)
     logger.setLevel(level)
-    logger.propagate = False
     return logger
 
 

@@ -77,9 +77,11 @@ class VideoInfo:
             frame index builds).
         fps: nominal frame rate (the stream's average rate, else from the timestamps).
         variable_frame_rate: True when the presentation timestamps are not evenly spaced.
-        declared_frames: the frame count the container's own index declares, where that index
-            lists every frame (MP4/MOV sample tables); None for containers whose headers are
-            not a per-frame index (AVI headers are often wrong; WebM/MKV carry no count).
+        declared_frames: the frame count the container declares: exact for MP4/MOV (the
+            sample table lists every frame), from the duration times the rate for a WebM/MKV
+            holding only the video (exact to one frame); None where headers are not to be
+            trusted (AVI headers are often wrong) or say nothing.
+        declared_exact: whether ``declared_frames`` is exact (else it may be one frame off).
     """
 
     path: str
@@ -91,11 +93,14 @@ class VideoInfo:
     fps: float
     variable_frame_rate: bool
     declared_frames: int | None = None
+    declared_exact: bool = True
 
     @property
     def truncated(self) -> bool:
         """True when the container declares more frames than the file holds."""
-        return self.declared_frames is not None and self.n_frames < self.declared_frames
+        if self.declared_frames is None:
+            return False
+        return self.n_frames < self.declared_frames - (0 if self.declared_exact else 1)
 
 
 @dataclass(frozen=True)
@@ -217,8 +222,9 @@ def _truncation_problem(info: VideoInfo, index: _Index) -> str | None:
     """
     n = info.n_frames
     if info.truncated:
+        what = "index lists" if info.declared_exact else "duration makes"
         return (
-            f"truncated: the container's index lists {info.declared_frames} frames but the file "
+            f"truncated: the container's {what} {info.declared_frames} frames but the file "
             f"holds data for only {n} (it ends after frame {n - 1}); the file was cut short "
             "(an interrupted copy, download or recording): copy or export it again"
         )
@@ -252,16 +258,24 @@ def _info_from(container: av.container.InputContainer, index: _Index, path: str)
         n_frames=n,
         fps=fps,
         variable_frame_rate=_is_variable_rate(index.pts),
-        declared_frames=_declared_frames(container),
+        **_declared_frames(container),
     )
 
 
-def _declared_frames(container: av.container.InputContainer) -> int | None:
-    """The frame count of an MP4/MOV sample table (one entry per frame), else None."""
+def _declared_frames(container: av.container.InputContainer) -> dict[str, int | bool | None]:
+    """The frame count the container declares (``VideoInfo.declared_*`` fields)."""
     stream = container.streams.video[0]
-    if not container.format.name.startswith("mov") or not stream.frames:
-        return None
-    return int(stream.frames)
+    name = container.format.name
+    if name.startswith("mov") and stream.frames:  # the sample table: one entry per frame
+        return {"declared_frames": int(stream.frames), "declared_exact": True}
+    # Matroska/WebM: the segment duration, if the video is all the file holds (an audio track
+    # may run longer than the video)
+    if "matroska" in name and len(container.streams) == 1 and container.duration:
+        if stream.average_rate:
+            seconds = container.duration / av.time_base
+            count = round(seconds * float(stream.average_rate))
+            return {"declared_frames": int(count), "declared_exact": False}
+    return {"declared_frames": None, "declared_exact": True}
 
 
 def _probe_with_index(path: str | os.PathLike) -> tuple[VideoInfo, _Index]:
@@ -450,9 +464,10 @@ class PyAVReader:
                     f"of the {len(self)} the file indexes"
                 ) from None
             except av.error.FFmpegError as exc:
+                where = f"near frame {expect}" if expect is not None else "after a seek"
                 raise VideoError(
-                    f"{self.path}: decoding failed near frame {expect} of {len(self)} "
-                    f"(truncated or corrupt data): {exc}"
+                    f"{self.path}: decoding failed {where} (the file indexes {len(self)} "
+                    f"frames; truncated or corrupt data): {exc}"
                 ) from exc
         if expect is not None and (frame.pts is None or frame.pts != self._index.pts[expect]):
             raise VideoError(
