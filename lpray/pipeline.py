@@ -28,6 +28,7 @@ shared-filesystem) folders are run end to end for now: a URL is refused with a c
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -41,6 +42,8 @@ import yaml
 from lpray.config import ConfigError, _build, apply_overrides, load_config, save_config
 from lpray.errors import UserError
 from lpray.io.storage import atomic_write, is_local
+
+logger = logging.getLogger(__name__)
 
 STAGES = ("sweep", "ensemble", "track", "report")
 SECTIONS = ("config", "overrides", "sweep", "ensemble", "track", "storage")
@@ -260,13 +263,16 @@ def _write_json(path: Path, values: dict[str, Any]) -> None:
 
 
 def run_pipeline(
-    spec: PipelineSpec, progress: bool = True, log: Callable = print
+    spec: PipelineSpec, progress: bool = True, log: Callable[[str], None] | None = None
 ) -> PipelineResult:
     """Run every stage not yet done; returns where everything is.
+
+    ``log`` receives the progress lines (default: INFO messages of this module's logger).
 
     Before anything is written, the inputs of the stages still to run are checked once: the
     labels and every labeled image of the config, and that the video patterns to track match.
     """
+    log = log or logger.info
     require_local(spec)
     run_dir = spec.run_dir
     check_inputs(spec, run_dir)
