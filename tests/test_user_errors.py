@@ -533,3 +533,55 @@ def test_every_user_facing_error_class_is_a_user_error():
         (TrainRunError, RuntimeError),
     ]:
         assert issubclass(cls, UserError) and issubclass(cls, old), cls
+
+
+@pytest.mark.slow
+def test_distributed_overwrite_replaces_the_model_and_its_ray_run(
+    tiny_project, tmp_path, ray_cluster, capsys
+):
+    from lpray.config import config_from_dict
+    from lpray.train.distributed import train_distributed
+    from lpray.train.model_dir import ModelDirError
+
+    storage = tmp_path / "storage"
+    values = tiny_config(tiny_project, tmp_path / "model", training={"max_epochs": 1})
+    model_dir = train_distributed(
+        config_from_dict(values), num_workers=1, cpus_per_worker=0.5, storage_path=str(storage)
+    )
+    old_run = snapshot(storage / "model")
+    assert old_run and (model_dir / "summary.json").is_file()
+
+    project = copy_project(tiny_project, tmp_path / "project")
+    edit_labels(project, lambda lines: lines[:-3])
+    other = {**values, "data": {**values["data"], "root": str(project)}}
+    before = snapshot(model_dir)
+    with pytest.raises(ModelDirError, match="labels file"):
+        train_distributed(
+            config_from_dict(other), num_workers=1, cpus_per_worker=0.5, storage_path=str(storage)
+        )
+    assert snapshot(model_dir) == before and snapshot(storage / "model") == old_run
+
+    # a run folder on storage without its model directory would resume foreign checkpoints
+    moved = tmp_path / "moved"
+    model_dir.rename(moved)
+    with pytest.raises(ModelDirError, match="already holds a Ray Train run"):
+        train_distributed(
+            config_from_dict(other), num_workers=1, cpus_per_worker=0.5, storage_path=str(storage)
+        )
+    assert not model_dir.exists()
+    moved.rename(model_dir)
+
+    train_distributed(
+        config_from_dict(other),
+        num_workers=1,
+        cpus_per_worker=0.5,
+        storage_path=str(storage),
+        overwrite=True,
+    )
+    fingerprint = json.loads((model_dir / "lpray_fingerprint.json").read_text())
+    assert fingerprint["labels"]["file"] == str(project / CSV)
+    summary = json.loads((model_dir / "summary.json").read_text())
+    assert summary["train_steps"] > 0  # trained afresh, not resumed from the old run
+    assert snapshot(storage / "model") != old_run
+    leftovers = [p.name for p in [*tmp_path.iterdir(), *storage.iterdir()] if "lpray-" in p.name]
+    assert not leftovers
