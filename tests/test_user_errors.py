@@ -24,7 +24,7 @@ from conftest import tiny_config
 from lpray import cli
 from lpray.data.video import PyAVReader, VideoError, probe_video, validate_video
 from lpray.errors import UserError
-from lpray.io.tables import arrays_to_table, write_pose_csv
+from lpray.io.tables import arrays_to_table, keypoint_names, read_pose_csv, write_pose_csv
 
 CSV = "CollectedData.csv"
 
@@ -585,3 +585,51 @@ def test_distributed_overwrite_replaces_the_model_and_its_ray_run(
     assert snapshot(storage / "model") != old_run
     leftovers = [p.name for p in [*tmp_path.iterdir(), *storage.iterdir()] if "lpray-" in p.name]
     assert not leftovers
+
+
+@pytest.mark.slow
+def test_track_refuses_a_truncated_video_and_keeps_the_corpus_output(
+    finished, tiny_project, tmp_path, ray_cluster, capsys
+):
+    """A moov-first mp4 cut at a GOP boundary is a failed video that says "truncated", not a
+    short track; what the corpus folder held before stays as it was."""
+    out = tmp_path / "tracks"
+    good = sorted((tiny_project / "videos-test").glob("*.mp4"))[0]
+    common = ["--out", out, "--overlay", "none", "--no-progress", "--cpus-per-task", "0.5"]
+    code, _, err = run_cli(["track", finished["model_dir"], good, *common], capsys)
+    assert code == 0, err
+    kept = snapshot(out / good.stem)
+    assert kept
+    cut = _cut_faststart(tmp_path, at_keyframe=True)
+    code, stdout, err = run_cli(["track", finished["model_dir"], cut, *common], capsys)
+    assert code != 0 and "Traceback" not in err
+    assert "truncated" in stdout + err and cut in stdout + err
+    assert not (out / Path(cut).stem / f"{Path(cut).stem}.eks.csv").exists()
+    assert snapshot(out / good.stem) == kept
+
+
+def test_multiview_smooth_names_the_odd_member_even_when_it_comes_first(tmp_path, capsys):
+    paths = []
+    full = ["nose_top", "nose_bot", "ear_top", "ear_bot"]
+    for k, names in enumerate([full[:2], full, full]):
+        path = tmp_path / f"vid.rng={k}.csv"
+        write_pose_csv(_member_table(names, seed=k), path)
+        paths.append(path)
+    out = tmp_path / "vid.eks.csv"
+    code, _, err = run_cli(["smooth", *paths, "--views", "top,bot", "--out", out], capsys)
+    line = assert_one_user_error(code, err, str(paths[0]), "ear_top")
+    assert str(paths[1]) not in line and not out.exists()
+
+
+def test_multiview_smooth_takes_view_groups_from_the_majority(tmp_path, capsys):
+    """The first member predicts an extra body part: the groups are the majority's."""
+    paths = []
+    full = ["nose_top", "nose_bot", "ear_top", "ear_bot"]
+    for k, names in enumerate([[*full, "paw_top", "paw_bot"], full, full]):
+        path = tmp_path / f"vid.rng={k}.csv"
+        write_pose_csv(_member_table(names, seed=k), path)
+        paths.append(path)
+    out = tmp_path / "vid.eks.csv"
+    code, _, err = run_cli(["smooth", *paths, "--views", "top,bot", "--out", out], capsys)
+    assert code == 0, err
+    assert keypoint_names(read_pose_csv(out)) == full
