@@ -17,10 +17,12 @@ from typing import Any, Literal
 
 import yaml
 
+from lpray.errors import UserError
+
 BACKBONES = ("resnet18", "resnet34", "resnet50")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that does not describe a valid run; the message names the key."""
 
 

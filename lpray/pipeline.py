@@ -28,6 +28,7 @@ shared-filesystem) folders are run end to end for now: a URL is refused with a c
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -39,7 +40,10 @@ import pandas as pd
 import yaml
 
 from lpray.config import ConfigError, _build, apply_overrides, load_config, save_config
+from lpray.errors import UserError
 from lpray.io.storage import atomic_write, is_local
+
+logger = logging.getLogger(__name__)
 
 STAGES = ("sweep", "ensemble", "track", "report")
 SECTIONS = ("config", "overrides", "sweep", "ensemble", "track", "storage")
@@ -47,6 +51,10 @@ SECTIONS = ("config", "overrides", "sweep", "ensemble", "track", "storage")
 
 class PipelineError(ConfigError):
     """A pipeline file or override that does not describe a valid pipeline."""
+
+
+class StageError(UserError, RuntimeError):
+    """A stage that produced nothing the next stage can use (every member failed, ...)."""
 
 
 @dataclass
@@ -255,11 +263,19 @@ def _write_json(path: Path, values: dict[str, Any]) -> None:
 
 
 def run_pipeline(
-    spec: PipelineSpec, progress: bool = True, log: Callable = print
+    spec: PipelineSpec, progress: bool = True, log: Callable[[str], None] | None = None
 ) -> PipelineResult:
-    """Run every stage not yet done; returns where everything is."""
+    """Run every stage not yet done; returns where everything is.
+
+    ``log`` receives the progress lines (default: INFO messages of this module's logger).
+
+    Before anything is written, the inputs of the stages still to run are checked once: the
+    labels and every labeled image of the config, and that the video patterns to track match.
+    """
+    log = log or logger.info
     require_local(spec)
     run_dir = spec.run_dir
+    check_inputs(spec, run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / "pipeline.yaml").is_file():
         with atomic_write(str(run_dir / "pipeline.yaml"), "w") as handle:
@@ -286,6 +302,20 @@ def run_pipeline(
         _write_json(marker_path(run_dir, stage), record)  # last: the stage is done
         outcomes.append(StageOutcome(stage, False, seconds, record))
     return PipelineResult(run_dir, run_dir / "report.html", outcomes)
+
+
+def check_inputs(spec: PipelineSpec, run_dir: Path) -> None:
+    """Check what the stages still to run read (labels, images, videos), before any writes."""
+    from lpray.io.storage import expand
+    from lpray.train.data import validate_inputs
+
+    todo = [stage for stage in STAGES if read_marker(run_dir, stage) is None]
+    if "sweep" in todo or "ensemble" in todo:
+        validate_inputs(load_config(spec.config, spec.overrides))
+    if "track" in todo and spec.track.videos:
+        # every pattern must match; a corrupt video is the track stage's to record as failed
+        # while the others are tracked
+        expand(spec.track.videos)
 
 
 def _stage_sweep(spec: PipelineSpec, run_dir: Path) -> dict[str, Any]:
@@ -321,7 +351,10 @@ def best_config_row(experiment_dir: Path, metric: str, mode: str) -> dict[str, A
     column = f"best_{metric}"
     index = index[index[column].notna()] if column in index else index.iloc[0:0]
     if index.empty:
-        raise RuntimeError(f"{experiment_dir}: no trial of the sweep reported {metric}")
+        raise StageError(
+            f"{experiment_dir}: no trial of the sweep reported {metric}; see the trials' "
+            "errors in its report/ folder"
+        )
     row = index.sort_values(column, ascending=mode == "min", kind="stable").iloc[0]
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
@@ -342,7 +375,10 @@ def _stage_ensemble(spec: PipelineSpec, run_dir: Path, progress: bool) -> dict[s
     )
     done = [r["name"] for r in result.records if r["status"] == "done"]
     if not done:
-        raise RuntimeError(f"{result.out_dir}: every ensemble member failed ({result.failed})")
+        raise StageError(
+            f"{result.out_dir}: every ensemble member failed ({result.failed}); their errors "
+            "are in ensemble.json"
+        )
     return {
         "ensemble_dir": str(result.out_dir),
         "members_done": done,
@@ -385,7 +421,9 @@ def _stage_track(spec: PipelineSpec, run_dir: Path, progress: bool) -> dict[str,
         progress=progress,
     )
     if not result.done:
-        raise RuntimeError(f"{result.out}: no video was tracked ({result.failed})")
+        raise StageError(
+            f"{result.out}: no video was tracked ({result.failed}); their errors are in summary.csv"
+        )
     return {
         "out": result.out,
         "videos_done": result.done,

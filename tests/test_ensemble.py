@@ -14,7 +14,7 @@ import yaml
 from conftest import tiny_config
 
 from lpray import cli
-from lpray.config import config_from_dict
+from lpray.config import config_from_dict, save_config
 from lpray.data.labeled import read_labeled_frames, split_frames
 from lpray.data.synthetic import (
     SyntheticSpec,
@@ -23,7 +23,7 @@ from lpray.data.synthetic import (
     make_synthetic_project,
 )
 from lpray.ensemble.manifest import read_manifest, trained_members
-from lpray.ensemble.members import member_config, plan_members
+from lpray.ensemble.members import absolute_paths, member_config, plan_members
 from lpray.ensemble.run import MemberResources, train_ensemble
 from lpray.io.tables import read_pose_csv, table_to_arrays
 from lpray.track.corpus import TaskResources, track_corpus
@@ -59,14 +59,21 @@ def test_failed_member_is_recorded_and_rerun_trains_only_what_is_missing(
     config_file = tmp_path / "tiny.yaml"
     values = tiny_config(tiny_project, tmp_path / "unused", training={"max_epochs": 1})
     config_file.write_text(yaml.safe_dump(values))
-    # Member 1 finds a corrupt resume checkpoint: it must fail alone.
+    # Member 1 finds a corrupt resume checkpoint of its own run (its config.yaml, so the inputs
+    # check lets it resume): it must fail alone.
     corrupt = out / "member-1" / "checkpoints" / "last.ckpt"
     corrupt.parent.mkdir(parents=True)
     corrupt.write_bytes(b"not a checkpoint")
+    base = absolute_paths(config_from_dict(values))
+    save_config(
+        member_config(base, plan_members(base, 2, out)[1]), out / "member-1" / "config.yaml"
+    )
     args = ["ensemble", str(config_file), "--seeds", "2", "--out", str(out)]
     args += ["--cpus-per-member", "0.5", "--no-progress"]
     assert cli.main(args) == 1
-    assert "member-1 (seed 1): failed" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "member-1 (seed 1): failed" in printed.err  # failures on stderr
+    assert "(1 trained now, 1 failed," in printed.out
     manifest = read_manifest(out)
     first, second = manifest["members"]
     assert (first["status"], second["status"]) == ("done", "failed")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "ensemble"
 HELP = "Train K models that differ in seed (and optionally labeled frames) as Ray tasks."
@@ -40,6 +41,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-retries", type=int, default=2, help="retries of a member whose worker died"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace member folders holding models of other labels/config (each old member "
+        "is kept until its new one is complete)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -58,8 +65,14 @@ def run(args: argparse.Namespace) -> int:
         vary_labels=args.vary_labels,
         max_retries=args.max_retries,
         progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
-    print(f"ensemble: {result.out_dir} ({result.launched} trained now, {result.seconds:.0f} s)")
+    counts = [f"{result.trained} trained now"]
+    if result.failed:
+        counts.append(f"{len(result.failed)} failed")
+    if result.skipped:
+        counts.append(f"{result.skipped} finished before")
+    print(f"ensemble: {result.out_dir} ({', '.join(counts)}, {result.seconds:.0f} s)")
     for record in result.records:
         metrics = record.get("metrics") or {}
         errors = ", ".join(
@@ -68,5 +81,6 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(metrics.get(key), float)
         )
         detail = record.get("error") or errors
-        print(f"  {record['name']} (seed {record['seed']}): {record['status']}  {detail}")
+        line = f"  {record['name']} (seed {record['seed']}): {record['status']}  {detail}"
+        print(line, file=sys.stderr if record["status"] == "failed" else sys.stdout)
     return 1 if result.failed else 0

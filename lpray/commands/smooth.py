@@ -16,6 +16,7 @@ import warnings
 from lpray.io.storage import expand
 from lpray.io.tables import read_pose_csv, read_pose_parquet, write_pose_csv, write_pose_parquet
 from lpray.smooth.api import smooth_ensemble, smooth_ensemble_multiview, view_groups_by_suffix
+from lpray.smooth.members import majority_keypoints
 
 NAME = "smooth"
 HELP = "Smooth one video's ensemble predictions with the Ensemble Kalman Smoother (EKS)."
@@ -79,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always", UserWarning)
         if args.views:
             views = [v.strip() for v in args.views.split(",") if v.strip()]
-            groups = view_groups_by_suffix(list(tables[0].columns.get_level_values(1)), views)
+            groups = view_groups_by_suffix(majority_keypoints(tables), views)
             table, params = smooth_ensemble_multiview(
                 tables, groups, args.smooth_param, fit_frames=windows, sources=paths
             )

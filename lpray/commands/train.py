@@ -1,4 +1,9 @@
-"""``lpray train CONFIG [section.key=value ...] [--workers N]``: train one model."""
+"""``lpray train CONFIG [section.key=value ...] [--workers N] [--overwrite]``: train one model.
+
+Every input is checked before the model directory is touched; a model directory that holds a model
+of other labels or another data/model config is refused unless ``--overwrite`` (see
+:mod:`lpray.train.model_dir`).
+"""
 
 from __future__ import annotations
 
@@ -28,6 +33,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--storage", default=None, help="Ray storage_path (local path, s3://, gs://)"
     )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace a model of other labels/config in training.output_dir (the old one is "
+        "kept until the new one is complete)",
+    )
 
 
 def split_config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
@@ -53,11 +64,12 @@ def run(args: argparse.Namespace) -> int:
             gpus_per_worker=args.gpus_per_worker,
             cpus_per_worker=args.cpus_per_worker,
             storage_path=args.storage,
+            overwrite=args.overwrite,
         )
     else:
         from lpray.train.fit import train
 
-        model_dir = train(cfg)
+        model_dir = train(cfg, overwrite=args.overwrite)
     summary = json.loads((model_dir / "summary.json").read_text())
     print(f"model directory: {model_dir}")
     for key in (

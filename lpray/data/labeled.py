@@ -27,10 +27,11 @@ from lpray.data.augment import (
     draws_as_tensors,
     invert_affine,
 )
+from lpray.errors import UserError
 from lpray.io.tables import PoseTableError, keypoint_names, read_pose_csv, table_to_arrays
 
 
-class LabelError(ValueError):
+class LabelError(UserError, ValueError):
     """A labeled-data problem; the message names the file and what is wrong."""
 
 
@@ -153,7 +154,8 @@ def split_frames(
         if count > len(train):
             raise LabelError(
                 f"data.train_frames={train_frames} asks for {count} labeled frames but the train "
-                f"split of {frames.csv_path} has {len(train)}"
+                f"split of {frames.csv_path} has {len(train)}; lower data.train_frames (or give "
+                "a fraction, e.g. 0.5) or label more frames"
             )
         shuffled = np.random.default_rng(seed + 1).permutation(train)
         train = np.sort(shuffled[: max(1, count)])
@@ -184,6 +186,32 @@ def load_image(path: Path) -> torch.Tensor:
     except (OSError, ValueError) as err:
         raise LabelError(f"{path}: cannot read image ({err})") from err
     return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
+
+
+def check_images(frames: LabeledFrames, workers: int | None = None) -> None:
+    """Decode every labeled image once, so a corrupt file stops a run before it writes anything.
+
+    Raises:
+        LabelError: naming the labels file and the first image that does not decode.
+    """
+    import concurrent.futures  # noqa: PLC0415
+
+    def problem(relative: str) -> str | None:
+        try:
+            with Image.open(frames.root / relative) as img:
+                img.convert("RGB")  # decodes the whole image (verify() only checks a header)
+        except (OSError, ValueError, SyntaxError) as err:
+            return f"{relative} ({err})"
+        return None
+
+    threads = workers or min(8, os.cpu_count() or 1)
+    with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+        bad = [p for p in pool.map(problem, frames.image_paths) if p is not None]
+    if bad:
+        raise LabelError(
+            f"{frames.csv_path}: {len(bad)} labeled image(s) do not decode, e.g. {bad[0]}; "
+            "replace the file(s) (extract the frames again) or remove their rows"
+        )
 
 
 # Decoded labeled images a training dataset holds in memory up front (LabeledDataset.preload):

@@ -8,8 +8,14 @@ every packet's presentation timestamp (pts) up front, seeking to the keyframe at
 wanted frame, decoding forward and checking each decoded frame's pts against the index.
 
 Bad input is caught here, before any DALI pipeline sees it: :func:`validate_video` turns a missing,
-corrupt, variable-frame-rate or oddly encoded file into a :class:`VideoError` that names the file,
-the problem, and (where re-encoding fixes it) the exact ``ffmpeg`` command to run.
+corrupt, truncated, variable-frame-rate or oddly encoded file into a :class:`VideoError` that names
+the file, the problem, and (where re-encoding fixes it) the exact ``ffmpeg`` command to run.
+
+Truncation (a copy or recording cut short) is told apart from the other problems: an MP4/MOV whose
+sample table (the ``moov`` atom, which a "faststart" file carries before the data) lists more
+frames than the file holds data for, a last group of pictures with frames missing, or a stream
+that stops decoding before its last indexed frame is reported as "truncated", with the frame
+where it ends, never tracked silently as a shorter video nor mistaken for a variable frame rate.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from lpray.errors import UserError
 
 # Pixel formats every backend decodes to 8-bit RGB without surprises. Others (10-bit, alpha,
 # palette) are refused with a re-encode command rather than silently mangled.
@@ -50,7 +58,7 @@ _VFR_TICKS = 1.01
 _VFR_FRACTION = 0.02
 
 
-class VideoError(ValueError):
+class VideoError(UserError, ValueError):
     """A video lpray cannot read reliably; the message names the file and the fix."""
 
 
@@ -69,6 +77,11 @@ class VideoInfo:
             frame index builds).
         fps: nominal frame rate (the stream's average rate, else from the timestamps).
         variable_frame_rate: True when the presentation timestamps are not evenly spaced.
+        declared_frames: the frame count the container declares: exact for MP4/MOV (the
+            sample table lists every frame), from the duration times the rate for a WebM/MKV
+            holding only the video (exact to one frame); None where headers are not to be
+            trusted (AVI headers are often wrong) or say nothing.
+        declared_exact: whether ``declared_frames`` is exact (else it may be one frame off).
     """
 
     path: str
@@ -79,6 +92,15 @@ class VideoInfo:
     n_frames: int
     fps: float
     variable_frame_rate: bool
+    declared_frames: int | None = None
+    declared_exact: bool = True
+
+    @property
+    def truncated(self) -> bool:
+        """True when the container declares more frames than the file holds."""
+        if self.declared_frames is None:
+            return False
+        return self.n_frames < self.declared_frames - (0 if self.declared_exact else 1)
 
 
 @dataclass(frozen=True)
@@ -160,14 +182,61 @@ def _scan(container: av.container.InputContainer, path: str) -> _Index:
     return _Index(pts=order, keyframe_pts=np.sort(np.asarray(keys, np.int64)), time_base=time_base)
 
 
-def _is_variable_rate(pts: np.ndarray) -> bool:
-    """True when the timestamp steps deviate from their mean by more than rounding explains."""
+def _uneven_steps(pts: np.ndarray) -> np.ndarray:
+    """Indices ``i`` of the timestamp steps ``pts[i] -> pts[i + 1]`` that deviate from the mean
+    step by more than rounding explains."""
     if len(pts) < 3:
-        return False
+        return np.zeros(0, dtype=np.int64)
     steps = np.diff(pts).astype(np.float64)
     mean = (pts[-1] - pts[0]) / (len(pts) - 1)
     tolerance = max(_VFR_TICKS, _VFR_FRACTION * mean)
-    return bool(np.max(np.abs(steps - mean)) > tolerance)
+    return np.flatnonzero(np.abs(steps - mean) > tolerance)
+
+
+def _is_variable_rate(pts: np.ndarray) -> bool:
+    """True when the timestamp steps deviate from their mean by more than rounding explains."""
+    return bool(len(_uneven_steps(pts)))
+
+
+def _regular_steps(pts: np.ndarray) -> bool:
+    """True when every step is a whole multiple of the most common step (missing frames of a
+    constant-rate stream, not a variable rate)."""
+    if len(pts) < 3:
+        return True
+    steps = np.diff(pts).astype(np.float64)
+    values, counts = np.unique(steps, return_counts=True)
+    base = values[np.argmax(counts)]
+    if base <= 0:
+        return False
+    ratio = steps / base
+    return bool(np.all(np.abs(ratio - np.round(ratio)) * base <= max(_VFR_TICKS, 0.02 * base)))
+
+
+def _truncation_problem(info: VideoInfo, index: _Index) -> str | None:
+    """Why ``info``'s file looks cut short, or None.
+
+    Two signs, both checked before any frame-rate diagnosis (a cut in the middle of a group of
+    pictures leaves gaps in the last timestamps, which would otherwise look like a variable
+    frame rate): the container's index lists more frames than the file holds, or the only uneven
+    timestamp steps lie in the last group of pictures and are whole missing frames.
+    """
+    n = info.n_frames
+    if info.truncated:
+        what = "index lists" if info.declared_exact else "duration makes"
+        return (
+            f"truncated: the container's {what} {info.declared_frames} frames but the file "
+            f"holds data for only {n} (it ends after frame {n - 1}); the file was cut short "
+            "(an interrupted copy, download or recording): copy or export it again"
+        )
+    uneven = _uneven_steps(index.pts)
+    if len(uneven) and len(index.keyframe_pts) > 1:
+        last_key = int(np.searchsorted(index.pts, index.keyframe_pts[-1]))
+        if uneven.min() >= last_key and _regular_steps(index.pts):
+            return (
+                f"truncated: frames are missing from its last group of pictures (after frame "
+                f"{last_key}, of {n}); the file was cut short: copy or export it again"
+            )
+    return None
 
 
 def _info_from(container: av.container.InputContainer, index: _Index, path: str) -> VideoInfo:
@@ -189,7 +258,24 @@ def _info_from(container: av.container.InputContainer, index: _Index, path: str)
         n_frames=n,
         fps=fps,
         variable_frame_rate=_is_variable_rate(index.pts),
+        **_declared_frames(container),
     )
+
+
+def _declared_frames(container: av.container.InputContainer) -> dict[str, int | bool | None]:
+    """The frame count the container declares (``VideoInfo.declared_*`` fields)."""
+    stream = container.streams.video[0]
+    name = container.format.name
+    if name.startswith("mov") and stream.frames:  # the sample table: one entry per frame
+        return {"declared_frames": int(stream.frames), "declared_exact": True}
+    # Matroska/WebM: the segment duration, if the video is all the file holds (an audio track
+    # may run longer than the video)
+    if "matroska" in name and len(container.streams) == 1 and container.duration:
+        if stream.average_rate:
+            seconds = container.duration / av.time_base
+            count = round(seconds * float(stream.average_rate))
+            return {"declared_frames": int(count), "declared_exact": False}
+    return {"declared_frames": None, "declared_exact": True}
 
 
 def _probe_with_index(path: str | os.PathLike) -> tuple[VideoInfo, _Index]:
@@ -213,6 +299,21 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             without timestamps.
     """
     return _probe_with_index(path)[0]
+
+
+def _decode_to_end(path: str, index: _Index, n_frames: int) -> None:
+    """Decode the last group of pictures (from the last keyframe to the end), so a stream that
+    stops decoding before its last indexed frame fails now, saying where, not mid-run."""
+    key = int(np.searchsorted(index.pts, index.keyframe_pts[-1]))
+    try:
+        with PyAVReader(path) as reader:
+            reader.read(key, n_frames - key)
+    except VideoError as err:
+        raise VideoError(
+            f"{path}: truncated or corrupt at the end: frames {key}..{n_frames - 1} (of "
+            f"{n_frames}) do not all decode ({str(err).removeprefix(f'{path}: ')}); copy or export "
+            "the file again"
+        ) from err
 
 
 def _decode_first_frame(path: str) -> None:
@@ -241,10 +342,14 @@ def validate_video(path: str | os.PathLike, allow_variable_frame_rate: bool = Fa
         The video's :class:`VideoInfo`.
 
     Raises:
-        VideoError: naming the file and the problem; for a variable frame rate or an unsupported
-            pixel format the message includes the ffmpeg command that fixes the file.
+        VideoError: naming the file and the problem; a file cut short says "truncated" and
+            where it ends; for a variable frame rate or an unsupported pixel format the message
+            includes the ffmpeg command that fixes the file.
     """
-    info = probe_video(path)
+    info, index = _probe_with_index(path)
+    problem = _truncation_problem(info, index)
+    if problem is not None:
+        raise VideoError(f"{info.path}: {problem}")
     if info.width <= 0 or info.height <= 0:
         raise VideoError(f"{info.path}: invalid frame size {info.width}x{info.height}")
     if info.pix_fmt not in SUPPORTED_PIX_FMTS:
@@ -260,6 +365,7 @@ def validate_video(path: str | os.PathLike, allow_variable_frame_rate: bool = Fa
             f"{reencode_command(info.path, info.fps)}"
         )
     _decode_first_frame(info.path)
+    _decode_to_end(info.path, index, info.n_frames)
     return info
 
 
@@ -279,6 +385,9 @@ class PyAVReader:
     def __init__(self, path: str | os.PathLike, threads: int = 0) -> None:
         self.path = str(path)
         self.info, self._index = _probe_with_index(self.path)
+        problem = _truncation_problem(self.info, self._index)
+        if problem is not None:
+            raise VideoError(f"{self.path}: {problem}")
         self._pos_of_pts = {int(p): i for i, p in enumerate(self._index.pts)}
         self._threads = threads
         self._container: av.container.InputContainer | None = None
@@ -351,12 +460,14 @@ class PyAVReader:
                 frame = next(self._frames)
             except StopIteration:
                 raise VideoError(
-                    f"{self.path}: decoding stopped before frame {expect} "
-                    f"(the file has {len(self)} frame packets; corrupt data?)"
+                    f"{self.path}: truncated or corrupt: decoding stopped before frame {expect} "
+                    f"of the {len(self)} the file indexes"
                 ) from None
             except av.error.FFmpegError as exc:
+                where = f"near frame {expect}" if expect is not None else "after a seek"
                 raise VideoError(
-                    f"{self.path}: decoding failed near frame {expect}: {exc}"
+                    f"{self.path}: decoding failed {where} (the file indexes {len(self)} "
+                    f"frames; truncated or corrupt data): {exc}"
                 ) from exc
         if expect is not None and (frame.pts is None or frame.pts != self._index.pts[expect]):
             raise VideoError(

@@ -12,10 +12,17 @@ Layout::
 Nothing is lost: a member whose ``summary.json`` exists (for the same config) is skipped on a
 rerun; an unfinished one resumes from its ``last.ckpt``; a failed member is recorded with its
 error while the others finish; a worker that dies is retried by Ray.
+
+What the members share is checked once, in the driver, before any member is launched or any
+file is written: the config, the labels and every labeled image, the videos, and each member's
+existing model directory (a member folder holding a model of other labels or another data/model
+config stops the run, naming it, unless ``overwrite``). So a bad labels file is one error, not K
+failed members.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -34,6 +41,8 @@ from lpray.ensemble.raywork import (
     node_id,
     task_options,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -64,22 +73,32 @@ class EnsembleResult:
     failed: list[str] = field(default_factory=list)
 
     @property
+    def trained(self) -> int:
+        """Members this call trained to the end (launched and not failed)."""
+        return self.launched - len(self.failed)
+
+    @property
+    def skipped(self) -> int:
+        """Members finished before this call."""
+        return len(self.records) - self.launched
+
+    @property
     def member_dirs(self) -> list[Path]:
         return [self.out_dir / r["model_dir"] for r in self.records if r["status"] == "done"]
 
 
-def _train_member(config_values: dict[str, Any]) -> dict[str, Any]:
+def _train_member(config_values: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
     """Ray task body: train one member in this worker process."""
     from lpray.train.fit import train
 
     limit_torch_threads()
     started = time.perf_counter()
-    train(config_from_dict(config_values))
+    train(config_from_dict(config_values), overwrite=overwrite)
     return {"seconds": time.perf_counter() - started, "node_id": node_id()}
 
 
 def _train_member_distributed(
-    config_values: dict[str, Any], resources: MemberResources
+    config_values: dict[str, Any], resources: MemberResources, overwrite: bool = False
 ) -> dict[str, Any]:
     """Ray task body: drive a Ray Train run of ``resources.workers`` workers for one member."""
     from lpray.train.distributed import train_distributed
@@ -90,27 +109,50 @@ def _train_member_distributed(
         num_workers=resources.workers,
         gpus_per_worker=resources.gpus,
         cpus_per_worker=resources.cpus,
+        overwrite=overwrite,
     )
     return {"seconds": time.perf_counter() - started, "node_id": node_id()}
 
 
-def _launch(cfg: Config, resources: MemberResources, max_retries: int) -> ray.ObjectRef:
+def _launch(
+    cfg: Config, resources: MemberResources, max_retries: int, overwrite: bool = False
+) -> ray.ObjectRef:
     if resources.workers > 1:
         # The member's task only drives Ray Train: a sliver of CPU, the workers hold the rest.
         task = ray.remote(_train_member_distributed).options(**task_options(0.01, 0.0, max_retries))
-        return task.remote(cfg.to_dict(), resources)
+        return task.remote(cfg.to_dict(), resources, overwrite)
     task = ray.remote(_train_member).options(
         **task_options(resources.cpus, resources.gpus, max_retries)
     )
-    return task.remote(cfg.to_dict())
+    return task.remote(cfg.to_dict(), overwrite)
 
 
-def _prepare_shared_data(cfg: Config) -> None:
-    """Build the synthetic project once here rather than in K racing workers."""
-    if cfg.data.root == "synthetic":
-        from lpray.train.data import resolve_root
+def check_shared_inputs(
+    base: Config, todo: list[MemberSpec], configs: dict[int, Config], overwrite: bool
+) -> None:
+    """Check, once and before any member starts, what every member would find wrong.
 
-        resolve_root(cfg)
+    The labels, every labeled image, the videos and the PCA fits are checked on the base config
+    (this also builds the synthetic project once, rather than in K racing workers); each member's
+    labels split and existing model directory on its own config.
+
+    Raises:
+        UserError: naming the file or key (or the member folder) of the first problem.
+    """
+    from lpray.data.labeled import split_frames
+    from lpray.train.data import validate_inputs
+    from lpray.train.model_dir import check_model_dir, fingerprint
+
+    bundle = validate_inputs(base)
+    for member in todo:
+        cfg = configs[member.index]
+        d = cfg.data
+        split = split_frames(
+            bundle.frames, d.train_prob, d.val_prob, d.split_seed, d.train_frames, d.split_file
+        )
+        if not overwrite:
+            record = fingerprint(cfg, replace(bundle, split=split))
+            check_model_dir(member.model_dir, cfg, record)
 
 
 def train_ensemble(
@@ -121,6 +163,7 @@ def train_ensemble(
     vary_labels: bool = False,
     max_retries: int = 2,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> EnsembleResult:
     """Train (or finish training) a K-member seed ensemble of ``cfg`` on Ray.
 
@@ -133,17 +176,24 @@ def train_ensemble(
         vary_labels: also vary ``data.split_seed`` per member.
         max_retries: Ray retries of a member whose worker or node died.
         progress: show a progress bar over finished members.
+        overwrite: replace member folders that hold models of other inputs (each member's new
+            model is swapped in when complete); without it such a folder stops the run before
+            anything starts.
 
     Returns:
         An :class:`EnsembleResult`; failed members are listed in it and in the manifest rather
         than raised, so the caller decides whether K-1 members are good enough.
+
+    Raises:
+        UserError: a problem every member would meet (labels, images, videos, config) or a
+            member folder of other inputs, found before any member is launched or anything is
+            written.
     """
     from lpray.ensemble.raywork import ensure_ray
 
     resources = resources or MemberResources()
     started = time.perf_counter()
     root = Path(out_dir).expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
     base = absolute_paths(cfg)
     members = plan_members(base, n_members, root, vary_labels)
     configs = {m.index: member_config(base, m) for m in members}
@@ -159,13 +209,16 @@ def train_ensemble(
         else:
             records.append(member_record(member, "pending"))
             todo.append(member)
+    if todo:
+        check_shared_inputs(base, todo, configs, overwrite)
+    root.mkdir(parents=True, exist_ok=True)
     manifest = write_manifest(root, base, records, vary_labels)
     failed: list[str] = []
     if todo:
         ensure_ray()
         resources = replace(resources, gpus=gpus_or_default(resources.gpus, 1.0))
-        _prepare_shared_data(base)
-        refs = {_launch(configs[m.index], resources, max_retries): m for m in todo}
+        log.info("training %d member(s) (%d finished before)", len(todo), len(members) - len(todo))
+        refs = {_launch(configs[m.index], resources, max_retries, overwrite): m for m in todo}
         for member, result, error in as_completed(refs, progress, desc="members"):
             if error is None:
                 record = member_record(

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from lpray.errors import UserError
 from lpray.io.storage import atomic_write, filesystem
 
 HEADER_LEVELS = ("scorer", "bodyparts", "coords")
 
 
-class PoseTableError(ValueError):
+class PoseTableError(UserError, ValueError):
     """A pose table file that cannot be read as the 3-row-header layout."""
 
 
@@ -31,6 +32,7 @@ def read_pose_csv(path: str | os.PathLike) -> pd.DataFrame:
         raise FileNotFoundError(f"{path}: pose table not found")
     with fs.open(inner, "rb") as handle:
         raw = handle.read()
+    _check_header_rows(raw, path)
     try:
         table = pd.read_csv(io.BytesIO(raw), header=[0, 1, 2], index_col=0)
     except Exception as err:  # pandas raises many types for malformed files
@@ -41,8 +43,11 @@ def read_pose_csv(path: str | os.PathLike) -> pd.DataFrame:
         raise PoseTableError(f"{path}: expected 3 header rows (scorer, bodyparts, coords)")
     coords = set(table.columns.get_level_values(2))
     if not {"x", "y"} <= coords:
+        # the file's own cells: pandas renames repeated header cells ("earL.1")
+        third = _raw_rows(raw, 3)[2:3]
+        got = sorted(set(third[0][1:])) if third else sorted(coords)
         raise PoseTableError(
-            f"{path}: third header row must name coords x and y for every keypoint, got {sorted(coords)}"
+            f"{path}: third header row must name coords x and y for every keypoint, got {got}"
         )
     if names[1:] != ["bodyparts", "coords"] and "scorer" in first_cells:
         raise PoseTableError(f"{path}: header rows are not scorer/bodyparts/coords")
@@ -51,10 +56,38 @@ def read_pose_csv(path: str | os.PathLike) -> pd.DataFrame:
         try:
             table[column] = pd.to_numeric(table[column], errors="raise").astype(float)
         except (ValueError, TypeError) as err:
+            numbers = pd.to_numeric(table[column], errors="coerce")
+            bad = table.index[numbers.isna() & table[column].notna()]
+            row = f" (row {bad[0]}: {table[column][bad[0]]!r})" if len(bad) else ""
             raise PoseTableError(
-                f"{path}: column {column[1]}/{column[2]} holds non-numbers ({err})"
+                f"{path}: column {column[1]}/{column[2]} holds non-numbers{row}; "
+                "leave a missing keypoint's cells empty, write numbers in the others"
             ) from err
     return table
+
+
+def _raw_rows(raw: bytes, n: int) -> list[list[str]]:
+    """The first ``n`` rows of a CSV, cell by cell, as the file spells them."""
+    import csv
+
+    lines = raw.decode("utf-8", errors="replace").splitlines()[:n]
+    return [row for row in csv.reader(lines)]
+
+
+def _check_header_rows(raw: bytes, path: str | os.PathLike) -> None:
+    """Refuse DeepLabCut's multi-animal layout (a 4th header row, ``individuals``) by name."""
+    rows = _raw_rows(raw, 4)
+    firsts = [row[0].strip().lower() if row else "" for row in rows]
+    if "individuals" in firsts or (len(firsts) == 4 and firsts[3] == "coords"):
+        animals = []
+        if "individuals" in firsts:
+            animals = list(dict.fromkeys(c for c in rows[firsts.index("individuals")][1:] if c))
+        which = f" ({len(animals)} individuals: {', '.join(animals[:4])})" if animals else ""
+        raise PoseTableError(
+            f"{path}: a multi-animal DeepLabCut file (4 header rows: scorer, individuals, "
+            f"bodyparts, coords){which}; lpray tracks one animal per file: keep one individual, "
+            "or name each animal's body parts apart (mouse1_nose, mouse2_nose) in a 3-row header"
+        )
 
 
 def write_pose_csv(table: pd.DataFrame, path: str | os.PathLike) -> None:

@@ -26,8 +26,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from lpray.errors import UserError
 
-class PCAFitError(ValueError):
+
+class PCAFitError(UserError, ValueError):
     """The labels cannot support the PCA; ``dims`` names the offending observation dimensions.
 
     Callers translate dimension ``d`` of a layout to a keypoint with ``PosePCA``-style indexing:

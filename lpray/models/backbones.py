@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from lpray.errors import UserError
 from lpray.models.resnet import resnet_trunk
 
 Builder = Callable[[bool], tuple[nn.Module, int]]
@@ -29,38 +30,53 @@ def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
 
-class PretrainedWeightsUnavailable(RuntimeError):
+class PretrainedWeightsUnavailable(UserError, RuntimeError):
     """ImageNet weights were asked for but are not in the local torch cache."""
+
+
+def check_pretrained_cached(name: str) -> None:
+    """Raise :class:`PretrainedWeightsUnavailable` unless ``name``'s ImageNet weights are cached.
+
+    Cheap (no network, no model built): commands call it before they write anything.
+    """
+    if name in _REGISTRY and name.startswith("resnet"):
+        _resnet_weights(name)
+
+
+def _resnet_weights(name: str):  # noqa: ANN202 - a torchvision WeightsEnum member
+    """The ImageNet weights of ``name``, checked to be in the local torch cache."""
+    import os
+
+    import torchvision  # noqa: PLC0415 - only for its weight files (5.7 s import, resnet.py)
+
+    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+    cache = torch.hub.get_dir()
+    filename = weights.url.rsplit("/", 1)[-1]
+    if not os.path.exists(os.path.join(cache, "checkpoints", filename)):
+        # lpray never downloads at run time inside workers: a cluster node without internet
+        # would hang. Ask for the file to be cached up front instead.
+        raise PretrainedWeightsUnavailable(
+            f"model.pretrained: ImageNet weights for {name} are not cached at "
+            f'{cache}/checkpoints/{filename}; download them once with `python -c "import '
+            f"torchvision; torchvision.models.{name}(weights='IMAGENET1K_V1')\"` on a machine "
+            "with internet, or set model.pretrained=false for random initialisation"
+        )
+    return weights
 
 
 def _resnet(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     trunk, channels = resnet_trunk(name)
     if pretrained:
-        import torchvision  # noqa: PLC0415 - only for its weight files (5.7 s import, resnet.py)
-
-        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
-        cache = torch.hub.get_dir()
-        filename = weights.url.rsplit("/", 1)[-1]
-        import os
-
-        if not os.path.exists(os.path.join(cache, "checkpoints", filename)):
-            # lpray never downloads at run time inside workers: a cluster node without internet
-            # would hang. Ask for the file to be cached up front instead.
-            raise PretrainedWeightsUnavailable(
-                f"ImageNet weights for {name} are not cached at {cache}/checkpoints/{filename}; "
-                f'download them once with `python -c "import torchvision; '
-                f"torchvision.models.{name}(weights='IMAGENET1K_V1')\"` on a machine with internet, "
-                "or set model.pretrained=false for random initialisation"
-            )
-        state = weights.get_state_dict(progress=False)
+        state = _resnet_weights(name).get_state_dict(progress=False)
         # the trunk is conv1, bn1, relu, maxpool, layer1..4 in torchvision's order: its indices
         names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
         index = {n: str(i) for i, n in enumerate(names)}
         trunk.load_state_dict(
             {
-                index[k.split(".", 1)[0]] + "." + k.split(".", 1)[1]: v
-                for k, v in state.items()
-                if k.split(".", 1)[0] in index
+                f"{index[head]}.{rest}": value
+                for key, value in state.items()
+                for head, rest in [key.split(".", 1)]
+                if head in index
             }
         )
     return trunk, channels

@@ -16,10 +16,10 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from lpray.io.tables import arrays_to_table, keypoint_names
+from lpray.io.tables import arrays_to_table
 from lpray.smooth.ensemble import EnsembleStats, ensemble_stats
 from lpray.smooth.fit import FrameWindows, frame_selection
-from lpray.smooth.members import stack_members
+from lpray.smooth.members import majority_keypoints, stack_members
 from lpray.smooth.multiview import smooth_multiview
 from lpray.smooth.singleview import Smoothed, smooth_single_view
 
@@ -92,7 +92,7 @@ def smooth_ensemble(
         smooth_param: s for every keypoint (float), for some keypoints (dict; the others are
             fitted), or None to fit every keypoint's s by maximum likelihood. Smaller s smooths
             more.
-        keypoints: the keypoints to smooth (default all of the first member's).
+        keypoints: the keypoints to smooth (default those most members have).
         fit_frames: ``(start, end)`` half-open frame windows the parameter search uses (default
             all frames; smoothing always covers every frame).
         sources: names of the members for error messages (e.g. file paths).
@@ -215,10 +215,10 @@ def smooth_ensemble_multiview(
         sources: names of the members for error messages.
 
     Returns:
-        ``(table, params)``: every keypoint of the first member, in its column order, in the
+        ``(table, params)``: every keypoint most members have, in their column order, in the
         single-view output layout; and s per keypoint (a body part's s on each of its views).
     """
-    names = keypoint_names(tables[0]) if len(tables) else []
+    names = majority_keypoints(tables) if len(tables) else []
     members = stack_members(tables, names, sources)
     groups = _group_indices(view_groups, members.keypoints)
     stats = ensemble_stats(members.xy, members.likelihood)

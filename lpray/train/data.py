@@ -25,6 +25,7 @@ from lpray.data.labeled import (
     LabeledFrames,
     LabelError,
     Split,
+    check_images,
     read_labeled_frames,
     split_frames,
 )
@@ -97,6 +98,36 @@ def prepare_data(cfg: Config) -> DataBundle:
                 f"data.view_groups: unknown keypoints {unknown}; known: {frames.keypoint_names}"
             )
     return DataBundle(root, frames, split, videos, [list(g) for g in groups], test_videos)
+
+
+def check_videos(paths: list[str]) -> None:
+    """Probe every local unlabeled video (frame count, truncation, frame rate, decodability of
+    its start and end); remote ones are checked by the reader that opens them."""
+    from lpray.data.video import validate_video
+    from lpray.io.storage import is_local, local_path
+
+    for path in paths:
+        if is_local(path):
+            validate_video(local_path(path))
+
+
+def validate_inputs(cfg: Config) -> DataBundle:
+    """Everything a run can check before it writes anything, checked; returns its data.
+
+    The labels (header, keypoints, values, counts, split), every labeled image (decoded once),
+    the unlabeled videos the losses read, the PCA fits and the pretrained weights: each problem
+    is a :class:`~lpray.errors.UserError` naming the file or key.
+    """
+    from lpray.models.backbones import check_pretrained_cached
+
+    bundle = prepare_data(cfg)
+    check_images(bundle.frames)
+    if cfg.losses.active():
+        check_videos(bundle.videos)
+    fit_pcas(cfg, bundle)
+    if cfg.model.pretrained:
+        check_pretrained_cached(cfg.model.backbone)
+    return bundle
 
 
 def fit_pcas(cfg: Config, bundle: DataBundle) -> dict[str, PosePCA]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -37,7 +38,12 @@ from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy, Stra
 
 from lpray.config import Config, config_from_dict, save_config
 from lpray.ensemble.raywork import ensure_ray
-from lpray.train.fit import ThroughputMeter, build_module, write_summary
+from lpray.errors import UserError
+from lpray.io.storage import exists, is_local, join, local_path
+from lpray.train.fit import ThroughputMeter, build_module, plan_run, report_finished, write_summary
+from lpray.train.model_dir import ModelDirError, discard, staging_dir, swap_in, write_fingerprint
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME = "checkpoint.ckpt"
 STEP_LOG_NAME = "steps.csv"
@@ -404,6 +410,31 @@ def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class TrainRunError(UserError, RuntimeError):
+    """A Ray Train run that ended with an error (the message carries the workers' error)."""
+
+
+def _run_folder(cfg: Config, storage_path: str | None) -> str:
+    """Where the run's checkpoints live on storage: ``<storage>/<run name>``."""
+    return join(storage_path or default_storage(cfg), run_name(cfg))
+
+
+def _move_aside(folder: str) -> str | None:
+    """Rename an old run folder out of the way (local storage); returns its new path."""
+    if not exists(folder):
+        return None
+    if not is_local(folder):
+        raise ModelDirError(
+            f"--storage: {folder} holds the old model's Ray Train run; --overwrite replaces runs "
+            "on local storage only: delete that folder yourself, or train into another "
+            "training.output_dir"
+        )
+    source = local_path(folder)
+    aside = source.with_name(f".{source.name}.lpray-old-{os.getpid()}-{int(time.time())}")
+    os.replace(source, aside)
+    return str(aside)
+
+
 def train_distributed(
     cfg: Config,
     num_workers: int,
@@ -412,20 +443,77 @@ def train_distributed(
     storage_path: str | None = None,
     max_failures: int = 2,
     callbacks: Sequence[pl.Callback] = (),
+    overwrite: bool = False,
 ) -> Path:
     """Train on ``num_workers`` Ray Train workers; returns the local model directory.
 
     The model directory gets what the single-process trainer writes (config.yaml, best/last
-    checkpoints, metrics.csv, logs/metrics.csv, summary.json, ...) plus ``ray_run.json`` naming the
-    run on storage. metrics.csv and summary.json are also copied to the run folder on storage.
-    """
-    from lpray.train.data import prepare_data
+    checkpoints, metrics.csv, logs/metrics.csv, summary.json, lpray_fingerprint.json, ...) plus
+    ``ray_run.json`` naming the run on storage. metrics.csv and summary.json are also copied to
+    the run folder on storage.
 
-    ensure_ray()
+    As for :func:`lpray.train.fit.train`, every input is checked and the model directory compared
+    with the run's inputs before anything is written; ``overwrite`` trains the replacement in a
+    temporary sibling (the old run folder on storage moved aside) and swaps it in when complete.
+    A run folder on storage without a model directory beside it (a model directory deleted by
+    hand) would silently resume someone else's checkpoints: it is an error unless ``overwrite``.
+    """
     model_dir = Path(cfg.training.output_dir)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, model_dir / "config.yaml")
-    bundle = prepare_data(cfg)  # builds the synthetic project once, before workers race for it
+    # also builds the synthetic project once, before workers race for it
+    bundle, record, state = plan_run(cfg, overwrite)
+    if state == "finished":
+        report_finished(model_dir)
+        return model_dir
+    run_folder = _run_folder(cfg, storage_path)
+    if state == "new" and not overwrite and exists(run_folder):
+        raise ModelDirError(
+            f"--storage: {run_folder} already holds a Ray Train run of this name, but "
+            f"{model_dir} holds no model from it; rerun with --overwrite to start afresh, or "
+            "train into another training.output_dir"
+        )
+    ensure_ray()
+    aside = _move_aside(run_folder) if overwrite else None
+    work = staging_dir(model_dir) if state == "replace" else model_dir
+    try:
+        _fit_distributed(
+            cfg,
+            bundle,
+            record,
+            work,
+            num_workers,
+            gpus_per_worker,
+            cpus_per_worker,
+            storage_path,
+            max_failures,
+            callbacks,
+        )
+    except BaseException:
+        if aside is not None:  # put the old run back, drop the new one
+            with contextlib.suppress(OSError):
+                shutil.rmtree(local_path(run_folder))
+            os.replace(aside, local_path(run_folder))
+        if work != model_dir:
+            discard(work)
+        raise
+    if work != model_dir:
+        swap_in(work, model_dir)
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return model_dir
+
+
+def _fit_distributed(
+    cfg: Config,
+    bundle: Any,
+    record: dict[str, Any],
+    model_dir: Path,
+    num_workers: int,
+    gpus_per_worker: float,
+    cpus_per_worker: float,
+    storage_path: str | None,
+    max_failures: int,
+    callbacks: Sequence[pl.Callback],
+) -> None:
     trainer = make_torch_trainer(
         cfg,
         num_workers,
@@ -435,14 +523,27 @@ def train_distributed(
         max_failures,
         callbacks=callbacks,
     )
+    model_dir.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, model_dir / "config.yaml")
+    write_fingerprint(model_dir, record)
     started_at = time.time()
     started = time.perf_counter()
     result = trainer.fit()
     seconds = time.perf_counter() - started
     if result.error is not None:
-        raise RuntimeError(f"Ray Train run failed: {result.error}") from result.error
+        raise TrainRunError(
+            f"{model_dir}: the Ray Train run failed: {describe(result.error)}"
+        ) from result.error
     export_result(cfg, bundle, result, model_dir, seconds, started_at)
-    return model_dir
+
+
+def describe(error: BaseException) -> str:
+    """The first line of the workers' error (Ray wraps it in a traceback-laden message)."""
+    cause = error
+    while getattr(cause, "__cause__", None) is not None:
+        cause = cause.__cause__
+    lines = [line for line in str(cause).strip().splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
 def reported_metrics(result: Any) -> list[dict[str, Any]]:

@@ -8,11 +8,18 @@ Writes a model directory::
     MODEL_DIR/metrics.csv            one row per epoch
     MODEL_DIR/summary.json           final figures (test pixel error, throughput, ...)
     MODEL_DIR/labeled_predictions.csv, labeled_errors.csv, labels_vs_predictions.png
+    MODEL_DIR/lpray_fingerprint.json what the model was trained on (lpray.train.model_dir)
+
+Nothing is written before every input is checked (:func:`lpray.train.data.validate_inputs`) and
+the model directory is known to hold nothing or a run of the same inputs
+(:func:`lpray.train.model_dir.check_model_dir`); a replacement (``overwrite``) is trained beside
+the old model and swapped in only when complete.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +30,25 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from lpray.config import Config, save_config
 from lpray.io.storage import atomic_write
-from lpray.train.data import DataBundle, fit_pcas, labeled_loader, make_train_loader, prepare_data
+from lpray.train.data import (
+    DataBundle,
+    fit_pcas,
+    labeled_loader,
+    make_train_loader,
+    validate_inputs,
+)
+from lpray.train.model_dir import (
+    check_model_dir,
+    discard,
+    fingerprint,
+    is_model_dir,
+    staging_dir,
+    swap_in,
+    write_fingerprint,
+)
 from lpray.train.module import PoseModule
+
+log = logging.getLogger(__name__)
 
 
 class ThroughputMeter(Callback):
@@ -143,14 +167,68 @@ def build_module(cfg: Config, bundle: DataBundle) -> PoseModule:
     return module
 
 
-def train(cfg: Config) -> Path:
-    """Train one model; returns its model directory. Resumes from ``last.ckpt`` when present."""
-    pl.seed_everything(cfg.training.seed, workers=True)
+def plan_run(cfg: Config, overwrite: bool = False) -> tuple[DataBundle, dict[str, Any], str]:
+    """Check everything before a run writes: the inputs, then the model directory.
+
+    Returns:
+        The data, the run's fingerprint, and ``"new"``, ``"continue"``, ``"finished"`` or
+        (with ``overwrite``, over an existing model) ``"replace"``.
+
+    Raises:
+        UserError: a bad input, or a model directory of other inputs (without ``overwrite``).
+    """
     model_dir = Path(cfg.training.output_dir)
+    bundle = validate_inputs(cfg)
+    record = fingerprint(cfg, bundle)
+    if overwrite:
+        state = "replace" if model_dir.exists() and is_model_dir(model_dir) else "new"
+    else:
+        state = check_model_dir(model_dir, cfg, record)
+    return bundle, record, state
+
+
+def report_finished(model_dir: Path) -> None:
+    log.info(
+        "%s: already trained for training.max_epochs on these labels; nothing to do (raise "
+        "training.max_epochs to train on, or --overwrite to train it again)",
+        model_dir,
+    )
+
+
+def train(cfg: Config, overwrite: bool = False) -> Path:
+    """Train one model; returns its model directory. Resumes from ``last.ckpt`` when present.
+
+    Args:
+        cfg: the run's config; ``training.output_dir`` is the model directory.
+        overwrite: replace a model of other inputs in ``training.output_dir`` (trained in a
+            temporary sibling, swapped in when complete). Without it such a directory is an
+            error (:class:`~lpray.train.model_dir.ModelDirError`).
+    """
+    model_dir = Path(cfg.training.output_dir)
+    bundle, record, state = plan_run(cfg, overwrite)
+    if state == "finished":
+        report_finished(model_dir)
+        return model_dir
+    work = staging_dir(model_dir) if state == "replace" else model_dir
+    if state == "continue":
+        log.info("%s: continuing the run there (same labels, split and model)", model_dir)
+    try:
+        _fit(cfg, bundle, record, work)
+    except BaseException:
+        if work != model_dir:
+            discard(work)
+        raise
+    if work != model_dir:
+        swap_in(work, model_dir)
+    return model_dir
+
+
+def _fit(cfg: Config, bundle: DataBundle, record: dict[str, Any], model_dir: Path) -> None:
+    pl.seed_everything(cfg.training.seed, workers=True)
+    module = build_module(cfg, bundle)
     model_dir.mkdir(parents=True, exist_ok=True)
     save_config(cfg, model_dir / "config.yaml")
-    bundle = prepare_data(cfg)
-    module = build_module(cfg, bundle)
+    write_fingerprint(model_dir, record)
     context = module.model.context
     meter = ThroughputMeter()
     trainer = make_trainer(cfg, model_dir, [meter, EpochMetricsWriter(model_dir / "metrics.csv")])
@@ -169,7 +247,6 @@ def train(cfg: Config) -> Path:
     train_seconds = time.perf_counter() - started
     rate = meter.frames / meter.seconds if meter.seconds else None
     write_summary(cfg, bundle, model_dir, train_seconds, meter.steps, rate)
-    return model_dir
 
 
 def write_summary(

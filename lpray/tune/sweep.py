@@ -18,7 +18,7 @@ checkpoint (``resume_errored``; "restart" would be a lie here, since the Train r
 
 from __future__ import annotations
 
-import sys
+import logging
 from typing import Any
 
 from lpray.config import Config
@@ -26,6 +26,8 @@ from lpray.io.storage import exists, is_local, join, local_path
 from lpray.tune.space import Param, SweepError, SweepSpec, sweep_from_dict, validate_sweep
 from lpray.tune.store import SweepMeta, read_meta, write_meta
 from lpray.tune.trial import TIME_ATTR, TrialSetup, run_trial
+
+log = logging.getLogger(__name__)
 
 
 def storage_root(spec: SweepSpec) -> str:
@@ -47,6 +49,8 @@ def run_sweep(cfg: Config, spec: SweepSpec) -> str:
     Raises:
         SweepError: a bad search space or an experiment directory already in use, before any
             trial starts (and before Ray starts).
+        UserError: a bad labels file, image or video (every trial would fail on it), before
+            anything is written.
     """
     label_counts = validate_sweep(cfg, spec)
     experiment_dir = experiment_path(spec)
@@ -81,10 +85,12 @@ def resume_sweep(experiment_dir: str) -> str:
 
 
 def _prepare_data_once(cfg: Config) -> None:
-    """Build the synthetic project (if any) here, before trials race to build it."""
-    from lpray.train.data import prepare_data
+    """Check the inputs every trial shares once (labels, every labeled image, videos), before
+    any trial starts or anything is written; builds the synthetic project (if any) here, before
+    trials race to build it."""
+    from lpray.train.data import validate_inputs
 
-    prepare_data(cfg)
+    validate_inputs(cfg)
 
 
 def _fit(experiment_dir: str, restore: bool) -> str:
@@ -234,15 +240,16 @@ def _warn_if_oversubscribed(spec: SweepSpec) -> None:
         fits.append(total.get("GPU", 0) / (r.workers * r.gpus_per_worker))
     capacity = int(min(fits) + 1e-9)
     if capacity < spec.settings.max_concurrent_trials:
-        print(
-            f"lpray sweep: the cluster holds {capacity} trial(s) at a time with these resources; "
-            f"sweep.max_concurrent_trials={spec.settings.max_concurrent_trials} trials will queue",
-            file=sys.stderr,
+        log.warning(
+            "the cluster holds %d trial(s) at a time with these resources; "
+            "sweep.max_concurrent_trials=%d trials will queue",
+            capacity,
+            spec.settings.max_concurrent_trials,
         )
     node_cpus = [n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")]
     problem = packing_problem(node_cpus, r.cpus_per_worker, r.trial_cpus)
     if problem:
-        print(f"lpray sweep: {problem}", file=sys.stderr)
+        log.warning("%s", problem)
 
 
 def packing_problem(
