@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -46,20 +47,23 @@ def upscaled(source: Path, target: Path, width: int, height: int, frames: int | 
 
     if target.exists():
         return target
-    with av.open(str(source)) as src, av.open(str(target), "w") as dst:
+    partial = target.with_name(f"partial-{target.name}")
+    with av.open(str(source)) as src, av.open(str(partial), "w") as dst:
         stream_in = src.streams.video[0]
-        stream = dst.add_stream("libx264", rate=stream_in.average_rate or 30)
+        rate = stream_in.average_rate or 30
+        stream = dst.add_stream("libx264", rate=rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.thread_type = "AUTO"
         for k, frame in enumerate(src.decode(stream_in)):
             if frames is not None and k >= frames:
                 break
             out = frame.reformat(width=width, height=height, format="yuv420p")
-            out.pts = None
+            out.pts, out.time_base = k, 1 / Fraction(rate)
             for packet in stream.encode(out):
                 dst.mux(packet)
         for packet in stream.encode():
             dst.mux(packet)
+    partial.rename(target)
     return target
 
 

@@ -73,7 +73,7 @@ class TrackPipelineSettings:
     smooth_param: float | None = None
     cpus_per_task: float = 1.0
     gpus_per_task: float | None = None
-    chunk_size: int = 64
+    chunk_size: int | None = None
     backend: str = "auto"
     overlay: str = "strip"
     strip_frames: int = 6

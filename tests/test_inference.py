@@ -14,7 +14,7 @@ import torch
 
 import lpray
 from lpray.data.unlabeled import to_frame_matrix, warp_normalise
-from lpray.data.video import PyAVReader
+from lpray.data.video import PyAVReader, validate_video
 from lpray.inference.decode import decode_heatmaps
 from lpray.inference.engine import predict_range
 from lpray.inference.network import load_network, map_points
@@ -157,15 +157,16 @@ def test_a_video_is_decoded_once_whatever_the_member_count(
         decoded.extend(range(start, start + count))
         return original_read(self, start, count, planes)
 
+    info = validate_video(video)  # the probe's work, before counting
     monkeypatch.setattr(PyAVReader, "__init__", counting_init)
     monkeypatch.setattr(PyAVReader, "read", counting_read)
     dirs = [*members["heatmap"], members["context"]][:members_used]
     networks = [load_network(d, "cpu") for d in dirs]
-    result = predict_range(networks, video, chunk_size=4)
+    result = predict_range(networks, video, chunk_size=4, info=info)
     assert len(result.xy) == members_used and result.decode_passes == 1
     assert len(readers) == 1 and sorted(decoded) == list(range(37))
     readers.clear(), decoded.clear()
-    parallel = predict_range(networks, video, chunk_size=1, decoders=3)  # parts >= 8 chunks
+    parallel = predict_range(networks, video, chunk_size=1, decoders=3, info=info)  # 8+ chunks
     assert parallel.parts == 3 and len(readers) == 3
     context = max(n.context for n in networks)
     assert len(decoded) == 37 + 2 * 2 * context  # two inner part edges, context each side

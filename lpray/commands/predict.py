@@ -22,7 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", default=None, help="output folder (default: MODEL_DIR/predictions)"
     )
     parser.add_argument("--backend", default="auto", choices=list(BACKENDS), help="video reader")
-    parser.add_argument("--chunk-size", type=int, default=64, help="frames per forward pass")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="frames per network pass (128 GPU, 64 CPU)"
+    )
     parser.add_argument(
         "--decoders", type=int, default=None, help="DALI pipelines per video on a GPU (default 4)"
     )

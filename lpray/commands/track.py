@@ -58,7 +58,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="cut longer videos into segments of about this many frames, spread over workers "
         "(0: never)",
     )
-    parser.add_argument("--chunk-size", type=int, default=64, help="frames per forward pass")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="frames per network pass (128 GPU, 64 CPU)"
+    )
     parser.add_argument("--backend", default="auto", choices=list(BACKENDS), help="video reader")
     parser.add_argument(
         "--decoders", type=int, default=None, help="DALI pipelines per segment on a GPU (default 4)"

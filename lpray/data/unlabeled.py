@@ -49,6 +49,7 @@ import torch
 import torch.nn.functional as F
 
 from lpray.data.video import PyAVReader, VideoError, VideoInfo, validate_video
+from lpray.errors import UserError
 from lpray.io import storage
 from lpray.options import BACKENDS
 
@@ -298,13 +299,17 @@ def local_video_path(path: str | os.PathLike) -> str:
     return str(storage.local_path(path))
 
 
+class DaliMissing(UserError, ImportError):
+    """The DALI reader was asked for where DALI is not installed."""
+
+
 def choose_backend(backend: str, infos: Sequence[VideoInfo], device: str) -> str:
     """Resolve a backend string to ``"pyav"``, ``"dali-cpu"`` or ``"dali-gpu"``.
 
     Raises:
         ValueError: unknown backend, or a CUDA device without CUDA.
         VideoError: ``backend="dali"`` and DALI cannot decode one of the videos (named).
-        ImportError: ``backend="dali"`` without DALI installed.
+        DaliMissing: ``backend="dali"`` without DALI installed.
     """
     from lpray.data.dali_pipeline import dali_available, dali_support_problem  # noqa: PLC0415
 
@@ -317,7 +322,10 @@ def choose_backend(backend: str, infos: Sequence[VideoInfo], device: str) -> str
         return "pyav"
     if not dali_available():
         if backend == "dali":
-            raise ImportError("backend='dali' needs nvidia-dali-cuda120 (pip install it)")
+            raise DaliMissing(
+                "backend='dali' (data.video_backend / --backend): DALI is not installed; "
+                "pip install nvidia-dali-cuda120, or use backend 'auto' or 'pyav'"
+            )
         return "pyav"
     first_problem = None
     for dali_device in (["gpu"] if wants_gpu else []) + ["cpu"]:

@@ -18,7 +18,7 @@ from lpray.metrics import temporal_norm
 def predict_video_arrays(
     network: PoseNetwork,
     video: str,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     backend: str = "auto",
     decoders: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -66,7 +66,7 @@ def predict_video(
     video: str,
     out_dir: str | Path,
     backend: str = "auto",
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     decoders: int | None = None,
 ) -> dict[str, float]:
     """Predict every frame; write ``<stem>.csv``, ``<stem>.parquet``, ``<stem>.metrics.csv``.

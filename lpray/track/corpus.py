@@ -162,7 +162,7 @@ class _Dispatch:
         self.jobs = {job.key: job for job in jobs}
         self.queue: deque[VideoJob] = deque(jobs)
         self.probes: dict[ray.ObjectRef, VideoJob] = {}
-        self.segments: deque[tuple[VideoJob, int, int]] = deque()
+        self.segments: deque[tuple[VideoJob, int, int, ray.ObjectRef]] = deque()
         self.expected: dict[str, int] = {}
         self.submitted: dict[str, list[ray.ObjectRef]] = {}
         self.calls: dict[ray.ObjectRef, int] = {}
@@ -197,8 +197,8 @@ class _Dispatch:
         depth = self.resources.videos_in_flight + 1
         while self.segments and self.workers and min(self.load) < depth:
             w = min(range(len(self.load)), key=self.load.__getitem__)
-            job, start, stop = self.segments.popleft()
-            ref = self.workers[w].predict.remote(job, start, stop, self.before)
+            job, start, stop, info = self.segments.popleft()
+            ref = self.workers[w].predict.remote(job, start, stop, self.before, info)
             self.calls[ref] = w
             self.load[w] += 1
             self.launched += 1
@@ -220,14 +220,14 @@ class _Dispatch:
                 elif ref in self.probes:
                     job = self.probes.pop(ref)
                     try:
-                        n_frames = ray.get(ref)["n_frames"]
+                        n_frames = ray.get(ref).n_frames
                     except Exception as err:  # noqa: BLE001 - one bad video must not stop the rest
                         bar.update(1)
                         yield job, None, task_exception(err)
-                    else:
+                    else:  # the probe's result travels to the workers as its ref
                         pieces = plan_segments(n_frames, self.settings.segment_frames)
                         self.expected[job.key] = len(pieces)
-                        self.segments.extend((job, a, b) for a, b in pieces)
+                        self.segments.extend((job, a, b, ref) for a, b in pieces)
                 else:
                     job = self.smoothing.pop(ref)
                     try:
