@@ -240,7 +240,7 @@ def test_remote_video_is_downloaded_in_the_worker_and_outputs_go_to_remote_stora
             assert Path(copy).read_bytes() == video.read_bytes()
         assert not Path(copy).exists()  # the download is removed afterwards
         [job] = plan_jobs([url], "memory://lpray-out")
-        assert probe_video(job)["n_frames"] == 40
+        assert probe_video(job).n_frames == 40
         members = trained_members(ensemble)
         settings = TrackSettings(overlay="none", members=[m.name for m in members])
         worker = TrackWorker([str(m.model_dir) for m in members], settings, "cpu")
