@@ -17,6 +17,27 @@ MIRROR_MOUSE = SHARED_DATA / "mirror-mouse-example"
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # tests never talk to a token-protected cluster
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The S3-protocol test server (moto, started by the ``s3`` fixture) is reached the way a cluster
+# reaches S3: through the standard AWS variables, set here, before the session's Ray cluster
+# starts, so that Ray workers inherit them. Dummy credentials: moto accepts any.
+S3_ENDPOINT = f"http://127.0.0.1:{_free_port()}"
+for _key, _value in {
+    "AWS_ENDPOINT_URL": S3_ENDPOINT,
+    "AWS_ACCESS_KEY_ID": "lpray-test",
+    "AWS_SECRET_ACCESS_KEY": "lpray-test-secret",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ[_key] = _value
+
+
 def require_shared(path: Path) -> Path:
     if not path.exists():
         pytest.skip(f"{path} not present (the ../shared/data folder holds the real datasets)")
@@ -82,3 +103,20 @@ def ray_cluster() -> Any:
         )
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def s3() -> Any:
+    """A real S3-protocol server (moto's server mode) on 127.0.0.1, for the whole session, with
+    an empty bucket ``lpray-test``; yields the s3fs filesystem talking to it."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
+    s3fs = pytest.importorskip("s3fs")
+    port = int(S3_ENDPOINT.rsplit(":", 1)[1])
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": S3_ENDPOINT})
+        fs.mkdir("lpray-test")
+        yield fs
+    finally:
+        server.stop()

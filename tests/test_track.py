@@ -227,16 +227,16 @@ def test_remote_video_is_downloaded_in_the_worker_and_outputs_go_to_remote_stora
     import fsspec
 
     from lpray.ensemble.manifest import trained_members
-    from lpray.io.storage import expand
+    from lpray.io.storage import expand, local_file
     from lpray.track.manifest import plan_jobs
-    from lpray.track.tasks import TrackWorker, local_video, probe_video, smooth_video
+    from lpray.track.tasks import TrackWorker, probe_video, smooth_video
 
     memory = fsspec.filesystem("memory")
     video = sorted(p for p in corpus.glob("*.mp4") if p.stem != "broken")[0]
     memory.pipe("/lpray-corpus/clip.mp4", video.read_bytes())
     try:
         [url] = expand(["memory://lpray-corpus/*.mp4"])
-        with local_video(url) as copy:
+        with local_file(url) as copy:
             assert Path(copy).read_bytes() == video.read_bytes()
         assert not Path(copy).exists()  # the download is removed afterwards
         [job] = plan_jobs([url], "memory://lpray-out")

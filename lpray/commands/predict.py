@@ -55,12 +55,13 @@ def run(args: argparse.Namespace) -> int:
     # Only the inference layer: no Lightning or training code (import time is start-up time).
     from lpray.inference.network import load_network
     from lpray.inference.video import predict_video
-    from lpray.io.storage import expand
+    from lpray.io.storage import expand, join, local_copy, local_file
 
+    # a model directory or videos on an object store are read from local copies
     network = load_network(
-        args.model_dir, args.device, compile=args.compile, precision=args.precision
+        local_copy(args.model_dir), args.device, compile=args.compile, precision=args.precision
     )
-    out_dir = Path(args.out) if args.out else Path(args.model_dir) / "predictions"
+    out_dir = args.out or join(args.model_dir, "predictions")
     for path in expand(args.inputs):
         if path.endswith(".csv"):
             from lpray.data.labeled import read_labeled_frames
@@ -75,14 +76,15 @@ def run(args: argparse.Namespace) -> int:
                 f"-> {out_dir}/{stem}_predictions.csv"
             )
         else:
-            stats = predict_video(
-                network,
-                path,
-                out_dir,
-                backend=args.backend,
-                chunk_size=args.chunk_size,
-                decoders=args.decoders,
-            )
+            with local_file(path) as video:
+                stats = predict_video(
+                    network,
+                    video,
+                    out_dir,
+                    backend=args.backend,
+                    chunk_size=args.chunk_size,
+                    decoders=args.decoders,
+                )
             print(
                 f"{path}: {stats['frames']} frames at {stats['frames_per_second']:.1f} frames/s "
                 f"({startup_text(stats['first_chunk_at'])}), "

@@ -31,8 +31,10 @@ def local_path(path: str | os.PathLike) -> Path:
 
 def filesystem(path: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem for ``path`` and the path inside it."""
-    fs, _, paths = fsspec.get_fs_token_paths(str(path))
-    return fs, paths[0]
+    # url_to_fs leaves glob characters alone: get_fs_token_paths expands a pattern and returns
+    # its first match, which made a remote corpus glob one video long
+    fs, inner = fsspec.core.url_to_fs(str(path))
+    return fs, inner
 
 
 def exists(path: str | os.PathLike) -> bool:
@@ -65,6 +67,7 @@ def expand(patterns: list[str] | tuple[str, ...]) -> list[str]:
             matches = [m for m in matches if os.path.exists(m)]
         else:
             fs, inner = filesystem(pattern)
+            fs.invalidate_cache()  # other processes (workers, other tools) may have written since
             protocol = pattern.split("://", 1)[0]
             matches = [f"{protocol}://{m}" for m in sorted(fs.glob(inner))]
         if not matches:
@@ -97,3 +100,77 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     else:
         with fsspec.open(str(path), mode) as handle:
             yield handle
+
+
+@contextlib.contextmanager
+def local_file(path: str) -> Iterator[str]:
+    """A local file for ``path``: itself when local, else a download removed afterwards.
+
+    Decoders (PyAV, DALI) need a seekable local file; object stores are not one.
+    """
+    if is_local(path):
+        yield str(local_path(path))
+        return
+    import tempfile
+
+    fs, inner = filesystem(path)
+    with tempfile.TemporaryDirectory(prefix="lpray-video-") as tmp:
+        target = os.path.join(tmp, os.path.basename(inner) or "video")
+        fs.get(inner, target)
+        yield target
+
+
+# Files a model directory needs for prediction; the rest (the resume state, logs, figures) stays
+# in storage.
+_PREDICTION_SKIP = ("checkpoints/last.ckpt", "logs/", "tb/")
+
+
+def local_copy(path: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
+    """A local folder holding ``path``'s files: ``path`` itself when local, else a download.
+
+    For a model directory or an ensemble folder on an object store: every file is fetched into
+    ``cache`` (default: a folder under the system temp dir named after the URL, reused by later
+    calls on the same machine), except the resume checkpoint ``last.ckpt`` where ``best.ckpt``
+    exists, and logs. A download is written beside its target and renamed, so an interrupted one
+    is never taken for complete.
+
+    Raises:
+        FileNotFoundError: nothing is stored under ``path``.
+    """
+    if is_local(path):
+        return local_path(path)
+    import hashlib
+    import shutil
+    import tempfile
+
+    fs, inner = filesystem(path)
+    root = Path(cache) if cache else Path(tempfile.gettempdir()) / "lpray-cache"
+    target = root / hashlib.sha1(str(path).encode()).hexdigest()[:16]
+    if (target / ".complete").exists():
+        return target
+    files = [f for f in fs.find(inner) if not f.endswith("/")]
+    if not files:
+        raise FileNotFoundError(f"{path}: nothing stored there (a model or ensemble folder?)")
+    relative = {f: f[len(inner.rstrip("/")) + 1 :] for f in files}
+    best = {r.rsplit("checkpoints/", 1)[0] for r in relative.values() if r.endswith("best.ckpt")}
+    wanted = [
+        f
+        for f, r in relative.items()
+        if not any(part in r for part in _PREDICTION_SKIP[1:])
+        and not (r.endswith(_PREDICTION_SKIP[0]) and r.rsplit("checkpoints/", 1)[0] in best)
+    ]
+    partial = root / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
+    try:
+        for f in wanted:
+            destination = partial / relative[f]
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            fs.get(f, str(destination))
+        (partial / ".complete").touch()
+        if target.exists():  # another process finished the same download first
+            shutil.rmtree(partial)
+        else:
+            os.replace(partial, target)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+    return target

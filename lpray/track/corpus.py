@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from lpray.data.video import VideoError
 from lpray.ensemble.manifest import trained_members
 from lpray.ensemble.raywork import describe_error, task_exception, task_options
-from lpray.io.storage import expand, is_local, local_path
+from lpray.io.storage import expand, is_local, join, local_copy, local_path
 from lpray.track.manifest import (
     VideoJob,
     finished_jobs,
@@ -123,6 +123,15 @@ def model_view_groups(model_dir: Path) -> list[list[str]]:
     if (root / "project.yaml").is_file():
         return load_synthetic_project(root).view_groups
     return []
+
+
+def _member_location(source: str, local_root: Path, model_dir: Path) -> str:
+    """Where workers load a member from: its local path, or its URL when the ensemble is on an
+    object store (each worker fetches it to its own node)."""
+    if is_local(source):
+        return str(model_dir)
+    relative = model_dir.resolve().relative_to(local_root.resolve()).as_posix()
+    return source.rstrip("/") if relative == "." else join(source, relative)
 
 
 def _absolute(path: str) -> str:
@@ -277,7 +286,10 @@ def track_corpus(
     from lpray.ensemble.raywork import ensure_ray
 
     started = time.perf_counter()
-    members = trained_members(ensemble_dir)
+    source = str(ensemble_dir)
+    local_root = local_copy(source)  # an ensemble on an object store: read here from a copy
+    members = trained_members(local_root)
+    model_dirs = [_member_location(source, local_root, m.model_dir) for m in members]
     settings = settings or TrackSettings()
     groups = settings.view_groups or model_view_groups(members[0].model_dir)
     settings = replace(settings, members=[m.name for m in members], view_groups=groups)
@@ -309,9 +321,7 @@ def track_corpus(
         resources = replace(resources, gpus=gpus)
         workers = worker_count(resources, gpus, len(todo))
         run["resources"] = {**vars(resources), "workers": workers}
-        dispatch = _Dispatch(
-            todo, settings, resources, [str(m.model_dir) for m in members], gpus, before_predict
-        )
+        dispatch = _Dispatch(todo, settings, resources, model_dirs, gpus, before_predict)
         dispatch.start_workers(workers)
         try:
             for job, record, error in dispatch.run(progress):

@@ -161,6 +161,7 @@ def read_records(jobs: list[VideoJob], name: str) -> dict[str, dict[str, Any]]:
     if not jobs:
         return {}
     fs, inner = filesystem(jobs[0].out)
+    fs.invalidate_cache()  # the records were written by workers, not through this listing cache
     wanted = {join(inner, job.key, name): job.key for job in jobs}
     present = [p for p in fs.glob(join(inner, "*", name)) if p in wanted]
     records = {}

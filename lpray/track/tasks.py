@@ -18,13 +18,11 @@ They are plain functions and a plain class so they can be tested and reused with
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +31,7 @@ import pandas as pd
 
 from lpray.data.video import VideoInfo
 from lpray.ensemble.raywork import limit_torch_threads, node_id
-from lpray.io.storage import filesystem, is_local, local_path
+from lpray.io.storage import local_copy, local_file
 from lpray.io.tables import arrays_to_table, write_pose_csv, write_pose_parquet
 from lpray.options import BACKENDS, OVERLAYS, PRECISIONS
 from lpray.track.manifest import VideoJob, write_done
@@ -102,22 +100,6 @@ def plan_segments(n_frames: int, segment_frames: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
 
-@contextlib.contextmanager
-def local_video(path: str) -> Iterator[str]:
-    """A local file for ``path``: itself when local, else a download removed afterwards.
-
-    Decoders (PyAV, DALI) need a seekable local file; object stores are not one.
-    """
-    if is_local(path):
-        yield str(local_path(path))
-        return
-    fs, inner = filesystem(path)
-    with tempfile.TemporaryDirectory(prefix="lpray-video-") as tmp:
-        target = os.path.join(tmp, os.path.basename(inner) or "video")
-        fs.get(inner, target)
-        yield target
-
-
 def probe_video(job: VideoJob) -> VideoInfo:
     """Validate one video and count its frames (a CPU task; workers reuse the result).
 
@@ -126,7 +108,7 @@ def probe_video(job: VideoJob) -> VideoInfo:
     """
     from lpray.data.video import validate_video
 
-    with local_video(job.path) as path:
+    with local_file(job.path) as path:
         return validate_video(path)
 
 
@@ -147,8 +129,11 @@ class TrackWorker:
 
         limit_torch_threads()
         self.settings = settings
+        # model directories on an object store are fetched to this node (nodes share no disk)
         self.networks = [
-            load_network(d, device, precision=settings.precision, compile=settings.compile)
+            load_network(
+                local_copy(d), device, precision=settings.precision, compile=settings.compile
+            )
             for d in model_dirs
         ]
         self.lock = threading.Lock()
@@ -180,7 +165,7 @@ class TrackWorker:
         if before is not None:
             before(job.path)
         s = self.settings
-        with local_video(job.path) as path:
+        with local_file(job.path) as path:
             result = predict_range(
                 self.networks,
                 path,
@@ -249,7 +234,7 @@ def _write_overlays(job: VideoJob, xy: np.ndarray, settings: TrackSettings) -> l
     written = []
     if settings.overlay == "none":
         return written
-    with local_video(job.path) as path:
+    with local_file(job.path) as path:
         if settings.overlay in ("strip", "both"):
             write_frame_strip(path, xy, job.file(".labeled.png"), settings.strip_frames)
             written.append(job.file(".labeled.png"))
