@@ -626,41 +626,27 @@ def reported_metrics(result: Any) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r.get("epoch", 0), r.get("step", 0)))
 
 
-def epoch_metrics(result: Any) -> list[dict[str, Any]]:
-    """Every epoch's metrics, in epoch order: the epoch log of the latest checkpoint (complete
-    whatever retention deleted), or Ray's rows for a run of checkpoints without one."""
-    if result.checkpoint is not None:
-        with result.checkpoint.as_directory() as folder:
-            rows = read_epoch_log(Path(folder))
-        if rows:
-            return sorted(rows, key=lambda r: (r.get("epoch", 0), r.get("step", 0)))
-    return reported_metrics(result)
-
-
-def _copy_checkpoint_folder(checkpoint: Any, name: str, target: Path) -> None:
-    """Replace ``target`` with the folder ``name`` of a (possibly remote) Ray checkpoint."""
-    with checkpoint.as_directory() as folder:
-        source = Path(folder) / name
-        if not source.is_dir():
-            return
+def _copy_files(folder: Path, files: dict[str, Path]) -> None:
+    """Copy files out of a checkpoint's local folder, each atomically (missing ones skipped)."""
+    for name, target in files.items():
+        source = folder / name
+        if not source.is_file():
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
         partial = target.with_name(f".{target.name}.tmp")
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(source, partial)
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.copyfile(source, partial)
         os.replace(partial, target)
 
 
-def _copy_checkpoint_files(checkpoint: Any, files: dict[str, Path]) -> None:
-    """Copy files out of a (possibly remote) Ray checkpoint, each atomically."""
-    with checkpoint.as_directory() as folder:
-        for name, target in files.items():
-            source = Path(folder) / name
-            if not source.is_file():
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            partial = target.with_name(f".{target.name}.tmp")
-            shutil.copyfile(source, partial)
-            os.replace(partial, target)
+def _copy_folder(source: Path, target: Path) -> None:
+    """Replace ``target`` with a copy of ``source`` (nothing when ``source`` is absent)."""
+    if not source.is_dir():
+        return
+    partial = target.with_name(f".{target.name}.tmp")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(source, partial)
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(partial, target)
 
 
 def _upload(result: Any, model_dir: Path, names: Sequence[str]) -> None:
@@ -683,9 +669,8 @@ def export_result(
 
     best.ckpt is the kept checkpoint with the lowest validation pixel error, last.ckpt the
     latest one (with the step log and the TensorBoard events, into ``tb/``); metrics.csv has one
-    row per epoch. summary.json's step count
-    and throughput cover only the epochs this invocation trained (``started_at``: its start, unix
-    seconds), like the single-process trainer's.
+    row per epoch. summary.json's step count and throughput cover only the epochs this invocation
+    trained (``started_at``: its start, unix seconds), like the single-process trainer's.
     """
     import pandas as pd
 
@@ -696,19 +681,28 @@ def export_result(
     scored = [p for p in pairs if p[1].get(SCORE_METRIC) is not None]
     if scored:
         best = min(scored, key=lambda p: p[1][SCORE_METRIC])[0]
-        _copy_checkpoint_files(best, {CHECKPOINT_NAME: checkpoints / "best.ckpt"})
+        with best.as_directory() as folder:
+            _copy_files(Path(folder), {CHECKPOINT_NAME: checkpoints / "best.ckpt"})
+    rows: list[dict[str, Any]] = []
     if result.checkpoint is not None:
-        _copy_checkpoint_files(
-            result.checkpoint,
-            {
-                CHECKPOINT_NAME: checkpoints / "last.ckpt",
-                STEP_LOG_NAME: model_dir / STEP_LOG_EXPORT,
-            },
-        )
-        _copy_checkpoint_folder(result.checkpoint, TENSORBOARD_NAME, model_dir / TENSORBOARD_NAME)
+        # one download of the latest checkpoint (storage may be remote) for everything in it
+        with result.checkpoint.as_directory() as folder:
+            latest = Path(folder)
+            _copy_files(
+                latest,
+                {
+                    CHECKPOINT_NAME: checkpoints / "last.ckpt",
+                    STEP_LOG_NAME: model_dir / STEP_LOG_EXPORT,
+                },
+            )
+            _copy_folder(latest / TENSORBOARD_NAME, model_dir / TENSORBOARD_NAME)
+            # Every epoch's metrics: the latest checkpoint's epoch log is complete whatever
+            # retention deleted; a run of older checkpoints without one has Ray's rows only.
+            rows = read_epoch_log(latest)
         if not scored:
             shutil.copyfile(checkpoints / "last.ckpt", checkpoints / "best.ckpt")
-    rows = epoch_metrics(result)
+    rows = sorted(rows, key=lambda r: (r.get("epoch", 0), r.get("step", 0)))
+    rows = rows or reported_metrics(result)
     with atomic_write(model_dir / "metrics.csv", "w") as handle:
         pd.DataFrame(rows).to_csv(handle, index=False)
     new = [r for r in rows if r.get("reported_at", 0.0) >= started_at]
