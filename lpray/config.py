@@ -169,7 +169,8 @@ class TrainingConfig:
     # Ray Train / Tune runs: epoch checkpoints kept on storage, the latest plus the best ones by
     # validation pixel error (2: the latest and the best; the latest is always kept, since a
     # restart resumes from it). Keeping every epoch's resumable checkpoint (ResNet-18 with Adam's
-    # state: 135 MB) would fill a worker's storage with 13.5 GB over a 100-epoch run.
+    # state: 134 MB, measured on the tiny test project) would put 13.4 GB on storage over a
+    # 100-epoch run; with 2 it stays under 270 MB.
     keep_checkpoints: int = 2
     log_every_n_steps: int = 5
     output_dir: str = "outputs/model"
