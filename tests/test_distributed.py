@@ -167,6 +167,16 @@ def test_storage_and_filesystem_routes_urls(tmp_path: Path) -> None:
     assert fs.handler.fs.protocol == ("file", "local")
 
 
+def test_checkpoint_config_keeps_the_latest_plus_the_best() -> None:
+    """Ray never deletes the latest checkpoint, so keep - 1 scored ones make at most keep."""
+    from lpray.train.distributed import checkpoint_config
+
+    two, five, one = checkpoint_config(2), checkpoint_config(5), checkpoint_config(1)
+    assert (two.num_to_keep, two.checkpoint_score_attribute) == (1, "val_pixel_error")
+    assert two.checkpoint_score_order == "min" and five.num_to_keep == 4
+    assert (one.num_to_keep, one.checkpoint_score_attribute) == (1, None)  # the latest only
+
+
 @pytest.fixture(scope="module")
 def fsspec_run(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """2 workers, semi-supervised, 2 epochs, storage through an fsspec-only filesystem."""
