@@ -9,7 +9,9 @@ space (``training.lr`` and ``losses.temporal.weight``, both log-uniform):
 - ``tpe_asha``: 16 trials of Optuna TPE, ASHA stopping the worst early.
 
 For each: the best validation pixel error found, the compute spent (trial-epochs = epochs
-actually trained, summed over trials) and the wall time. Goal: TPE+ASHA within 5% of the grid's
+actually trained, summed over trials), the wall time and the sweep folder's disk footprint
+(``storage_bytes``: Tune's files plus every trial's Ray Train checkpoints, which
+``training.keep_checkpoints`` bounds). Goal: TPE+ASHA within 5% of the grid's
 best error for at most half of the grid's compute. One seed per method: differences of a few
 percent are within the run-to-run noise of an 8-epoch model scored on ~20 validation frames.
 
@@ -43,6 +45,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import print_table, write_json  # noqa: E402
 
 from lpray.config import Config, config_from_dict  # noqa: E402
+from lpray.io.storage import tree_bytes  # noqa: E402
 from lpray.tune.results import sweep_tables  # noqa: E402
 from lpray.tune.space import SweepSpec, sweep_from_dict  # noqa: E402
 from lpray.tune.sweep import run_sweep  # noqa: E402
@@ -128,6 +131,7 @@ def run_one(cfg: Config, spec: SweepSpec, expected: int | None = None) -> dict[s
         "trial_epochs": int(trials["trial_epochs"].sum()),
         "wall_seconds": seconds,
         "trials_per_hour": len(trials) / (seconds / 3600),
+        "storage_bytes": tree_bytes(experiment_dir),
         "experiment_dir": experiment_dir,
         "reused_from_storage": reused is not None,  # wall time then unknown (NaN)
     }
@@ -161,8 +165,11 @@ def cpu_bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         print(f"--- {name}", flush=True)
         spec = sweep_spec(name, root / "sweeps", {**common, **plans[name]})
         results[name] = {**run_one(cfg, spec, expected=trials), "settings": plans[name]}
-    rows = [{"method": k, **v} for k, v in results.items()]
-    print_table(rows, ["method", "trials", "best_val_pixel_error", "trial_epochs", "wall_seconds"])
+    rows = [{"method": k, **v, "storage_mb": v["storage_bytes"] / 1e6} for k, v in results.items()]
+    print_table(
+        rows,
+        ["method", "trials", "best_val_pixel_error", "trial_epochs", "wall_seconds", "storage_mb"],
+    )
     payload: dict[str, Any] = {
         "bench": "sweep_cpu",
         "reduced": args.reduced,
@@ -215,8 +222,9 @@ def gpu_bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
         }
         spec = sweep_spec(f"packed{packed}", root / "sweeps", settings)
         results[str(packed)] = {**run_one(cfg, spec), "gpus_per_trial": 1 / packed}
-    rows = [{"packed": k, **v} for k, v in results.items()]
-    print_table(rows, ["packed", "gpus_per_trial", "trials", "wall_seconds", "trials_per_hour"])
+    rows = [{"packed": k, **v, "storage_mb": v["storage_bytes"] / 1e6} for k, v in results.items()]
+    columns = ["packed", "gpus_per_trial", "trials", "wall_seconds", "trials_per_hour"]
+    print_table(rows, [*columns, "storage_mb"])
     return {
         "bench": "sweep_gpu",
         "reduced": args.reduced,

@@ -166,6 +166,12 @@ class TrainingConfig:
     # 5 steps) spent a third of its time writing it every epoch; a crash now costs at most this
     # much training.
     last_checkpoint_every_s: float = 60.0
+    # Ray Train / Tune runs: epoch checkpoints kept on storage, the latest plus the best ones by
+    # validation pixel error (2: the latest and the best; the latest is always kept, since a
+    # restart resumes from it). Keeping every epoch's resumable checkpoint (ResNet-18 with Adam's
+    # state: 134 MB, measured on the tiny test project) would put 13.4 GB on storage over a
+    # 100-epoch run; with 2 it stays under 270 MB.
+    keep_checkpoints: int = 2
     log_every_n_steps: int = 5
     output_dir: str = "outputs/model"
     progress_bar: bool = True
@@ -326,6 +332,12 @@ def _check(cfg: Config) -> None:
     need(t.num_workers >= 0, "training.num_workers", "must be >= 0")
     need(t.val_every_n_epochs >= 1, "training.val_every_n_epochs", "must be >= 1")
     need(t.last_checkpoint_every_s >= 0, "training.last_checkpoint_every_s", "must be >= 0")
+    need(
+        t.keep_checkpoints >= 1,
+        "training.keep_checkpoints",
+        f"must be >= 1 (the latest checkpoint is what a restart resumes from), got "
+        f"{t.keep_checkpoints}",
+    )
 
 
 def config_from_dict(values: dict[str, Any] | None) -> Config:

@@ -51,6 +51,7 @@ def test_overrides_are_typed_and_nested(tmp_path):
         ("data.train_frames=1.5", "data.train_frames: a fraction must be in (0, 1]"),
         ("losses.temporal.weight=-1", "losses.temporal.weight: must be >= 0"),
         ("training.precision=64", "training.precision: must be one of"),
+        ("training.keep_checkpoints=0", "training.keep_checkpoints: must be >= 1"),
         ("model.pretrained=maybe", "model.pretrained: expected true/false"),
         ("training.max_epochs", "expected section.key=value"),
     ],

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
-from conftest import tiny_config
+from conftest import tensorboard_scalars, tiny_config
 
 from lpray.config import config_from_dict
 from lpray.data.labeled import read_labeled_frames
@@ -102,6 +102,32 @@ class FreezeBatchNorm(pl.Callback):
                 layer.eval()
 
 
+class WorseFromEpoch(pl.Callback):
+    """Adds ``offset`` px to the validation pixel error reported from ``epoch`` on, so that the
+    best checkpoint is an old one and retention must keep two different folders."""
+
+    def __init__(self, epoch: int, offset: float = 1000.0) -> None:
+        self.epoch, self.offset = epoch, offset
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.current_epoch >= self.epoch:
+            metrics = trainer.callback_metrics
+            metrics["val_pixel_error"] = metrics["val_pixel_error"] + self.offset
+
+
+class CountCheckpoints(pl.Callback):
+    """Rank 0 notes the epoch folders on (local) storage at each epoch's start."""
+
+    def __init__(self, run_folder: Path, record: Path) -> None:
+        self.run_folder, self.record = str(run_folder), str(record)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.is_global_zero and os.path.isdir(self.run_folder):
+            names = sorted(n for n in os.listdir(self.run_folder) if n.startswith("epoch_"))
+            with open(self.record, "a") as handle:
+                handle.write(json.dumps({"epoch": trainer.current_epoch, "kept": names}) + "\n")
+
+
 def read_records(folder: Path) -> pd.DataFrame:
     rows = [json.loads(line) for p in sorted(folder.glob("rank*.jsonl")) for line in p.open()]
     return pd.DataFrame(rows)
@@ -141,6 +167,16 @@ def test_storage_and_filesystem_routes_urls(tmp_path: Path) -> None:
     assert fs.handler.fs.protocol == ("file", "local")
 
 
+def test_checkpoint_config_keeps_the_latest_plus_the_best() -> None:
+    """Ray never deletes the latest checkpoint, so keep - 1 scored ones make at most keep."""
+    from lpray.train.distributed import checkpoint_config
+
+    two, five, one = checkpoint_config(2), checkpoint_config(5), checkpoint_config(1)
+    assert (two.num_to_keep, two.checkpoint_score_attribute) == (1, "val_pixel_error")
+    assert two.checkpoint_score_order == "min" and five.num_to_keep == 4
+    assert (one.num_to_keep, one.checkpoint_score_attribute) == (1, None)  # the latest only
+
+
 @pytest.fixture(scope="module")
 def fsspec_run(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """2 workers, semi-supervised, 2 epochs, storage through an fsspec-only filesystem."""
@@ -165,12 +201,16 @@ def fsspec_run(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 def test_two_workers_fsspec_storage_and_disjoint_shards(fsspec_run: dict[str, Any]) -> None:
     root, model_dir = fsspec_run["root"], fsspec_run["model_dir"]
-    check_model_dir(model_dir, epochs=2)
-    # Storage went through the fsspec wrapper and holds every epoch's checkpoint and step log.
+    metrics = check_model_dir(model_dir, epochs=2)
+    # Storage went through the fsspec wrapper and holds the latest and the best epoch's
+    # checkpoint (training.keep_checkpoints' default, 2), each with the step and epoch logs.
     run_folder = root / "storage" / "model"
-    for epoch in (0, 1):
-        assert (run_folder / f"epoch_{epoch:05d}" / "checkpoint.ckpt").is_file()
-        assert (run_folder / f"epoch_{epoch:05d}" / "steps.csv").is_file()
+    best = int(metrics.loc[metrics["val_pixel_error"].idxmin(), "epoch"])
+    kept = sorted(p.name for p in run_folder.glob("epoch_*"))
+    assert kept == sorted({f"epoch_{best:05d}", "epoch_00001"})
+    for name in kept:
+        for file in ("checkpoint.ckpt", "steps.csv", "epochs.csv", "tb"):
+            assert (run_folder / name / file).exists(), (name, file)
     pd.testing.assert_frame_equal(
         pd.read_csv(run_folder / "metrics.csv"), pd.read_csv(model_dir / "metrics.csv")
     )
@@ -308,3 +348,68 @@ def test_two_workers_follow_one_worker_with_double_batch(
     # informative. (The near-zero-initialised head moves it by 0.4-5% a step here.)
     assert (np.abs(np.diff(reference)) > 1e-3 * reference[1:]).all()
     np.testing.assert_allclose(two_workers, reference, rtol=1e-4)
+
+
+def test_retention_keeps_latest_and_best_and_recovery_resumes_from_latest(
+    tiny_project: Path, tmp_path: Path
+) -> None:
+    """5 epochs, ``training.keep_checkpoints: 2``, one worker SIGKILLed in epoch 3.
+
+    From epoch 2 on the reported error is made worse (``WorseFromEpoch``), so at the kill the
+    best checkpoint (epoch 0 or 1) is older than the latest (epoch 2): the restart must resume
+    from epoch 2's. Storage never holds more than 2 epoch folders and ends with exactly the latest
+    and the best; metrics.csv, the step log and the TensorBoard events still have every epoch
+    once, though the checkpoints that reported epochs 0-3 are gone.
+    """
+    values = tiny_config(
+        tiny_project, tmp_path / "model", training={"max_epochs": 5, "keep_checkpoints": 2}
+    )
+    storage = tmp_path / "storage"
+    run_folder = storage / "model"
+    marker = tmp_path / "killed"
+    model_dir = train_distributed(
+        config_from_dict(values),
+        num_workers=1,
+        storage_path=str(storage),
+        max_failures=1,
+        callbacks=[
+            BatchRecorder(tmp_path / "batches"),
+            WorseFromEpoch(2),
+            CountCheckpoints(run_folder, tmp_path / "kept.jsonl"),
+            KillOnce(rank=0, epoch=3, batch=1, marker=marker),
+        ],
+    )
+    metrics = check_model_dir(model_dir, epochs=5)
+    assert marker.is_file()  # the kill really happened
+    best = int(metrics.loc[metrics["val_pixel_error"].idxmin(), "epoch"])
+    assert best in (0, 1)
+    kept = sorted(p.name for p in run_folder.glob("epoch_*"))
+    assert kept == [f"epoch_{best:05d}", "epoch_00004"]
+    counts = [json.loads(line) for line in (tmp_path / "kept.jsonl").open()]
+    assert [c["epoch"] for c in counts] == [0, 1, 2, 3, 3, 4]  # epoch 3 started twice
+    assert max(len(c["kept"]) for c in counts) <= 2
+    assert counts[4]["kept"] == [f"epoch_{best:05d}", "epoch_00002"]  # what the restart found
+
+    records = read_records(tmp_path / "batches")
+    killed = int(marker.read_text())
+    assert sorted(set(records.loc[records["pid"] == killed, "epoch"])) == [0, 1, 2, 3]
+    retry = records[records["pid"] != killed]
+    assert sorted(set(retry["epoch"])) == [3, 4]  # resumed from the latest (epoch 2), not best
+    steps = pd.read_csv(model_dir / "logs" / "metrics.csv")
+    assert sorted(set(steps["epoch"])) == [0, 1, 2, 3, 4]
+
+    # TensorBoard: every step's loss once (the killed attempt's epoch-3 steps are not there),
+    # every epoch's validation error, the same values as the CSV logs.
+    scalars = tensorboard_scalars(model_dir / "tb")
+    logged = steps.dropna(subset=["train_loss"])
+    # (Lightning's loggers count steps from 0, the step log counts the steps done)
+    assert [s + 1 for s, _ in sorted(scalars["train_loss"])] == list(logged["step"])
+    np.testing.assert_allclose(
+        [v for _, v in sorted(scalars["train_loss"])], logged["train_loss"], rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        [v for _, v in sorted(scalars["val_pixel_error"])][:2],
+        metrics["val_pixel_error"][:2],
+        rtol=1e-6,
+    )
+    assert len(scalars["val_pixel_error"]) == 5

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_config
+from conftest import tensorboard_scalars, tiny_config
 from PIL import Image
 
 from lpray import cli
@@ -319,6 +319,42 @@ def test_results_table_matches_logs_and_labeled_split(
     csv = pd.read_csv(resumed_sweep["dir"] / "report" / "trials.csv")
     assert list(csv["trial_id"]) == list(trials["trial_id"])
     np.testing.assert_allclose(csv["best_val_pixel_error"], trials["best_val_pixel_error"])
+
+
+@pytest.mark.slow
+def test_trial_folders_hold_tensorboard_events_of_the_epochs(resumed_sweep: dict) -> None:
+    """Tune's TensorBoard logger (tensorboardX) writes each trial's reported metrics into its
+    trial folder, and each trial's Train run carries rank 0's events in its checkpoints: both
+    hold the validation pixel errors of the trial's epoch log."""
+    for trial_id, rows in resumed_sweep["after"].items():
+        logged = [r["val_pixel_error"] for r in rows]
+        tune_events = tensorboard_scalars(resumed_sweep["dir"] / f"trial_{trial_id}")
+        # (a resumed trial replays its epochs to Tune, so values may appear twice)
+        assert_same_values([v for _, v in tune_events["ray/tune/val_pixel_error"]], logged)
+        latest = max((resumed_sweep["dir"] / "train" / trial_id).glob("epoch_*"))
+        train_events = tensorboard_scalars(latest / "tb")
+        assert_same_values([v for _, v in train_events["val_pixel_error"]], logged)
+
+
+@pytest.mark.slow
+def test_sweep_folder_size_counts_every_file(resumed_sweep: dict) -> None:
+    """bench/sweep.py reports the sweep folder's footprint with ``tree_bytes``; the trials' Train
+    runs hold at most training.keep_checkpoints (default 2) epoch folders each."""
+    from lpray.io.storage import tree_bytes
+
+    folder = resumed_sweep["dir"]
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    assert tree_bytes(str(folder)) == sum(p.stat().st_size for p in files) > 0
+    assert tree_bytes(str(folder / "absent")) == 0
+    for run in (folder / "train").iterdir():
+        assert 1 <= len(list(run.glob("epoch_*"))) <= 2, run
+
+
+def assert_same_values(shown: list[float], logged: list[float]) -> None:
+    """Every value shown is a logged one and every logged one is shown (float32 events)."""
+    shown_, logged_ = np.array(shown)[:, None], np.array(logged)[None, :]
+    close = np.isclose(shown_, logged_, rtol=1e-5)
+    assert close.any(1).all() and close.any(0).all(), (shown, logged)
 
 
 @pytest.mark.slow

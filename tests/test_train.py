@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
+from conftest import tensorboard_scalars, tiny_config
 
 from lpray import cli
 from lpray.config import config_from_dict
@@ -54,6 +54,24 @@ def test_model_directory_is_complete(trained, tiny_project):
     for name in ("train/temporal", "train/pca_singleview", "train/supervised"):
         assert steps[name].notna().any(), name
     assert (steps["train/pca_singleview"].dropna() >= 0).all()
+
+
+def test_tensorboard_events_hold_the_logged_values(trained):
+    """MODEL_DIR/tb holds the step log's training loss and each epoch's validation pixel error
+    as TensorBoard scalars, the very values the CSV logs hold."""
+    scalars = tensorboard_scalars(trained / "tb")
+    steps = pd.read_csv(trained / "logs" / "metrics.csv")
+    logged = steps.dropna(subset=["train_loss"])
+    assert len(logged) >= 2
+    np.testing.assert_allclose(
+        [v for _, v in scalars["train_loss"]], logged["train_loss"], rtol=1e-6
+    )
+    assert [s for s, _ in scalars["train_loss"]] == list(logged["step"])
+    epochs = pd.read_csv(trained / "metrics.csv")
+    np.testing.assert_allclose(
+        [v for _, v in scalars["val_pixel_error"]], epochs["val_pixel_error"], rtol=1e-6
+    )
+    assert "train/supervised" in scalars
 
 
 def test_best_checkpoint_holds_weights_and_last_the_resume_state(trained):

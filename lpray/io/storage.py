@@ -42,6 +42,14 @@ def exists(path: str | os.PathLike) -> bool:
     return fs.exists(inner)
 
 
+def tree_bytes(path: str | os.PathLike) -> int:
+    """Bytes of all files under ``path`` (local or remote; 0 when it does not exist)."""
+    fs, inner = filesystem(path)
+    if not fs.exists(inner):
+        return 0
+    return int(fs.du(inner, total=True))
+
+
 def makedirs(path: str | os.PathLike) -> None:
     fs, inner = filesystem(path)
     fs.makedirs(inner, exist_ok=True)

@@ -6,6 +6,7 @@ Writes a model directory::
     MODEL_DIR/checkpoints/best.ckpt  lowest validation pixel error
     MODEL_DIR/checkpoints/last.ckpt  resume point (a rerun continues from here)
     MODEL_DIR/metrics.csv            one row per epoch
+    MODEL_DIR/logs/metrics.csv       the step log; the same scalars as TensorBoard events in tb/
     MODEL_DIR/summary.json           final figures (test pixel error, throughput, ...)
     MODEL_DIR/labeled_predictions.csv, labeled_errors.csv, labels_vs_predictions.png
     MODEL_DIR/lpray_fingerprint.json what the model was trained on (lpray.train.model_dir)
@@ -144,7 +145,14 @@ def make_trainer(
         devices=1,
         precision=t.precision,
         callbacks=[best, last, *callbacks],
-        logger=pl.loggers.CSVLogger(str(model_dir), name="logs", version=""),
+        # The CSV step log, and the same scalars as TensorBoard events in MODEL_DIR/tb (watch a
+        # run live with `tensorboard --logdir MODEL_DIR`).
+        logger=[
+            pl.loggers.CSVLogger(str(model_dir), name="logs", version=""),
+            pl.loggers.TensorBoardLogger(
+                str(model_dir), name="tb", version="", default_hp_metric=False
+            ),
+        ],
         log_every_n_steps=t.log_every_n_steps,
         check_val_every_n_epoch=t.val_every_n_epochs,
         enable_progress_bar=t.progress_bar,
