@@ -43,19 +43,22 @@ def bucket(s3, tiny_project, tmp_path_factory):
     return {"videos": videos, "local_ensemble": ensemble}
 
 
+def track_bucket(out: str):
+    return track_corpus(
+        "s3://lpray-test/ensemble",
+        ["s3://lpray-test/corpus/*.mp4"],
+        out,
+        TrackSettings(overlay="strip"),
+        TaskResources(cpus=0.5),
+        progress=False,
+    )
+
+
 def test_track_reads_and_writes_the_bucket_and_a_corrupt_video_fails_alone(
     s3, bucket, ray_cluster, tmp_path
 ):
     out = "s3://lpray-test/tracks"
-    settings = TrackSettings(overlay="strip")
-    result = track_corpus(
-        "s3://lpray-test/ensemble",
-        ["s3://lpray-test/corpus/*.mp4"],
-        out,
-        settings,
-        TaskResources(cpus=0.5),
-        progress=False,
-    )
+    result = track_bucket(out)
     good = sorted(v.stem for v in bucket["videos"])
     assert sorted(result.done) == good and result.failed == ["broken"], result.rows
     for stem in good:
@@ -83,14 +86,7 @@ def test_track_reads_and_writes_the_bucket_and_a_corrupt_video_fails_alone(
     for path in s3.find("lpray-test/tracks"):
         if path.endswith((".json", ".csv")):
             assert secret not in s3.cat(path).decode(errors="ignore"), path
-    again = track_corpus(
-        "s3://lpray-test/ensemble",
-        ["s3://lpray-test/corpus/*.mp4"],
-        out,
-        settings,
-        TaskResources(cpus=0.5),
-        progress=False,
-    )
+    again = track_bucket(out)
     assert again.launched_tasks == 0 and again.skipped == 4
 
 
@@ -120,3 +116,25 @@ def test_predict_and_smooth_on_urls(s3, bucket, capsys):
     smoothed = read_pose_csv("s3://lpray-test/smooth/eks.csv")
     assert len(smoothed) == 40
     assert "x_posterior_var" in set(smoothed.columns.get_level_values(2))
+
+
+def test_local_copy_fetches_what_prediction_needs_and_a_retrained_model_anew(s3, tmp_path):
+    """A model directory in the bucket is copied without its resume checkpoint and logs; the
+    copy is reused while the stored files are unchanged and fetched again once they change."""
+    from lpray.io.storage import local_copy
+
+    base = "lpray-test/copy-me/member-0"
+    s3.pipe(f"{base}/config.yaml", b"model: {}\n")
+    s3.pipe(f"{base}/checkpoints/best.ckpt", b"weights v1")
+    s3.pipe(f"{base}/checkpoints/last.ckpt", b"resume state")
+    s3.pipe(f"{base}/logs/metrics.csv", b"epoch\n0\n")
+    first = local_copy(f"s3://{base}", tmp_path)
+    files = sorted(p.relative_to(first).as_posix() for p in first.rglob("*") if p.is_file())
+    assert files == [".complete", "checkpoints/best.ckpt", "config.yaml"]
+    assert local_copy(f"s3://{base}", tmp_path) == first
+    s3.pipe(f"{base}/checkpoints/best.ckpt", b"weights v2, retrained")
+    second = local_copy(f"s3://{base}", tmp_path)
+    assert second != first
+    assert (second / "checkpoints" / "best.ckpt").read_bytes() == b"weights v2, retrained"
+    with pytest.raises(FileNotFoundError, match="nothing stored"):
+        local_copy("s3://lpray-test/no-such-model", tmp_path)

@@ -140,6 +140,18 @@ def checkpoint_path(model_dir: Path, checkpoint: str = "best") -> Path:
     )
 
 
+def _build(config: Config, n_keypoints: int) -> nn.Module:
+    """The architecture ``config`` names, randomly initialised (never ImageNet weights: a
+    checkpoint's weights replace them)."""
+    return build_model(config.model.model_type, config.model.backbone, n_keypoints, False)
+
+
+def _for_inference(model: nn.Module, device: torch.device) -> nn.Module:
+    # NHWC convolutions run ~2x faster on GPU tensor cores in bf16 (bench/predict.py), and on
+    # CPU oneDNN's are faster too (ResNet-18 128x128, 2 cores: 97 vs 80 img/s, same outputs).
+    return model.eval().to(device=device, memory_format=torch.channels_last)
+
+
 def network_from_checkpoint(
     checkpoint: dict[str, Any],
     device: torch.device,
@@ -151,16 +163,14 @@ def network_from_checkpoint(
     hyper = checkpoint["hyper_parameters"]
     config = config_from_dict(hyper["config"])
     names = list(hyper["keypoint_names"])
-    model = build_model(config.model.model_type, config.model.backbone, len(names), False)
+    model = _build(config, len(names))
     state = {
         key[len(_STATE_PREFIX) :]: value
         for key, value in checkpoint["state_dict"].items()
         if key.startswith(_STATE_PREFIX)
     }
     model.load_state_dict(state)
-    # NHWC convolutions run ~2x faster on GPU tensor cores in bf16 (bench/predict.py), and on
-    # CPU oneDNN's are faster too (ResNet-18 128x128, 2 cores: 97 vs 80 img/s, same outputs).
-    model = model.eval().to(device=device, memory_format=torch.channels_last)
+    model = _for_inference(model, device)
     pcas = {name: PosePCA.from_dict(d) for name, d in checkpoint.get("lpray_pcas", {}).items()}
     return PoseNetwork(model, config, names, pcas, device, precision, compile, model_dir)
 
@@ -200,9 +210,7 @@ def random_network(
 ) -> PoseNetwork:
     """A randomly initialised network of ``config``'s architecture (benchmarks, tests)."""
     device = torch.device(device) if device is not None else default_device()
-    cfg = config.model
-    model = build_model(cfg.model_type, cfg.backbone, len(keypoint_names), False)
-    model = model.eval().to(device=device, memory_format=torch.channels_last)
+    model = _for_inference(_build(config, len(keypoint_names)), device)
     return PoseNetwork(model, config, list(keypoint_names), {}, device, precision, compile)
 
 

@@ -128,19 +128,30 @@ def local_file(path: str) -> Iterator[str]:
         yield target
 
 
-# Files a model directory needs for prediction; the rest (the resume state, logs, figures) stays
-# in storage.
-_PREDICTION_SKIP = ("checkpoints/last.ckpt", "logs/", "tb/")
+# What prediction does not need from a model directory stays in storage: the resume checkpoint
+# (where best.ckpt exists; ~3x its size, with the optimizer state) and the logs.
+_RESUME_CHECKPOINT = "checkpoints/last.ckpt"
+_LOG_FOLDERS = frozenset({"logs", "tb"})
+
+
+def _needed_for_prediction(relative: str, with_best: set[str]) -> bool:
+    parts = relative.split("/")
+    if _LOG_FOLDERS & set(parts[:-1]):
+        return False
+    if relative.endswith(_RESUME_CHECKPOINT):
+        return relative[: -len(_RESUME_CHECKPOINT)] not in with_best
+    return True
 
 
 def local_copy(path: str | os.PathLike, cache: str | os.PathLike | None = None) -> Path:
     """A local folder holding ``path``'s files: ``path`` itself when local, else a download.
 
-    For a model directory or an ensemble folder on an object store: every file is fetched into
-    ``cache`` (default: a folder under the system temp dir named after the URL, reused by later
-    calls on the same machine), except the resume checkpoint ``last.ckpt`` where ``best.ckpt``
-    exists, and logs. A download is written beside its target and renamed, so an interrupted one
-    is never taken for complete.
+    For a model directory or an ensemble folder on an object store: the files prediction needs
+    (not ``last.ckpt`` where ``best.ckpt`` exists, not the logs) are fetched into ``cache``
+    (default: ``lpray-cache`` under the system temp dir). The copy is named after the URL and
+    the stored files' sizes and stamps, so later calls on the same machine reuse it and a
+    retrained model is fetched anew. A download is written beside its target and renamed, so an
+    interrupted one is never taken for complete.
 
     Raises:
         FileNotFoundError: nothing is stored under ``path``.
@@ -152,27 +163,36 @@ def local_copy(path: str | os.PathLike, cache: str | os.PathLike | None = None) 
     import tempfile
 
     fs, inner = filesystem(path)
+    fs.invalidate_cache()
+    prefix = inner.rstrip("/") + "/"
+    listing = {
+        name[len(prefix) :]: info
+        for name, info in fs.find(inner, detail=True).items()
+        if info.get("type") != "directory" and name.startswith(prefix)
+    }
+    if not listing:
+        raise FileNotFoundError(f"{path}: nothing stored there (a model or ensemble folder?)")
+    with_best = {
+        r[: -len("checkpoints/best.ckpt")] for r in listing if r.endswith("checkpoints/best.ckpt")
+    }
+    wanted = sorted(r for r in listing if _needed_for_prediction(r, with_best))
+    stamp = hashlib.sha1(str(path).encode())
+    for relative in wanted:
+        info = listing[relative]
+        version = next(
+            (info[k] for k in ("ETag", "etag", "LastModified", "mtime", "updated") if k in info), ""
+        )
+        stamp.update(f"{relative}:{info.get('size')}:{version}".encode())
     root = Path(cache) if cache else Path(tempfile.gettempdir()) / "lpray-cache"
-    target = root / hashlib.sha1(str(path).encode()).hexdigest()[:16]
+    target = root / stamp.hexdigest()[:16]
     if (target / ".complete").exists():
         return target
-    files = [f for f in fs.find(inner) if not f.endswith("/")]
-    if not files:
-        raise FileNotFoundError(f"{path}: nothing stored there (a model or ensemble folder?)")
-    relative = {f: f[len(inner.rstrip("/")) + 1 :] for f in files}
-    best = {r.rsplit("checkpoints/", 1)[0] for r in relative.values() if r.endswith("best.ckpt")}
-    wanted = [
-        f
-        for f, r in relative.items()
-        if not any(part in r for part in _PREDICTION_SKIP[1:])
-        and not (r.endswith(_PREDICTION_SKIP[0]) and r.rsplit("checkpoints/", 1)[0] in best)
-    ]
     partial = root / f".{target.name}.{uuid.uuid4().hex[:8]}.partial"
     try:
-        for f in wanted:
-            destination = partial / relative[f]
+        for relative in wanted:
+            destination = partial / relative
             destination.parent.mkdir(parents=True, exist_ok=True)
-            fs.get(f, str(destination))
+            fs.get(prefix + relative, str(destination))
         (partial / ".complete").touch()
         if target.exists():  # another process finished the same download first
             shutil.rmtree(partial)
