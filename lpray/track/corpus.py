@@ -86,9 +86,11 @@ class TaskResources:
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
-            raise ValueError(f"workers must be >= 1, got {self.workers}")
+            raise ValueError(
+                f"--workers must be >= 1 (or left out: one per GPU), got {self.workers}"
+            )
         if self.videos_in_flight < 1:
-            raise ValueError(f"videos_in_flight must be >= 1, got {self.videos_in_flight}")
+            raise ValueError(f"--videos-in-flight must be >= 1, got {self.videos_in_flight}")
 
 
 @dataclass

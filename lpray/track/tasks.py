@@ -78,13 +78,19 @@ class TrackSettings:
                     f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
                 )
         if self.chunk_size is not None and self.chunk_size < 1:
-            raise ValueError(f"chunk size must be >= 1, got {self.chunk_size}")
+            raise ValueError(
+                f"chunk size (--chunk-size, track.chunk_size) must be >= 1, got {self.chunk_size}"
+            )
         if self.decoders is not None and self.decoders < 1:
-            raise ValueError(f"decoders must be >= 1, got {self.decoders}")
+            raise ValueError(f"--decoders must be >= 1 (readers per segment), got {self.decoders}")
         if self.segment_frames < 0:
-            raise ValueError(f"segment_frames must be >= 0, got {self.segment_frames}")
+            raise ValueError(
+                f"--segment-frames must be >= 0 (0: never cut videos), got {self.segment_frames}"
+            )
         if self.smooth_param is not None and not self.smooth_param > 0:
-            raise ValueError(f"smoothing parameter must be > 0, got {self.smooth_param}")
+            raise ValueError(
+                f"smoothing parameter (--smooth-param, track.smooth_param) must be > 0, got {self.smooth_param}"
+            )
 
 
 def plan_segments(n_frames: int, segment_frames: int) -> list[tuple[int, int]]:
