@@ -49,7 +49,8 @@ class TrackSettings:
         segment_frames: videos longer than this are cut into segments of about this many
             frames, predicted by any worker (one long video can use several GPUs) and stitched;
             0 never cuts.
-        compile: ``torch.compile`` each member (CUDA; about a minute once per worker).
+        compile: ``torch.compile`` the members, one graph for all (CUDA; compiled once per
+            worker on its first chunk).
         precision: ``auto`` (bf16 on a GPU), ``bf16`` or ``fp32``.
         overlay: ``strip`` (PNG of sample frames), ``video`` (labeled mp4), ``both`` or ``none``.
         strip_frames: frames in the PNG strip.
@@ -131,7 +132,7 @@ class TrackWorker:
         self, model_dirs: list[str], settings: TrackSettings, device: str | None = None
     ) -> None:
         self.created_at = time.time()
-        from lpray.inference.network import load_network
+        from lpray.inference.network import compile_shared, load_network
 
         limit_torch_threads()
         self.settings = settings
@@ -142,6 +143,8 @@ class TrackWorker:
             )
             for d in model_dirs
         ]
+        if settings.compile:  # one graph for every member (compiled on the first chunk)
+            compile_shared(self.networks)
         self.lock = threading.Lock()
         self.ready_at = time.time()
 
