@@ -321,6 +321,9 @@ def main() -> None:
         sources["large"] = (
             looped_video(big, work / f"large-x{args.loop}.mp4", args.loop) if args.loop > 1 else big
         )
+    from lpray.inference.network import cudnn_autotune
+
+    cudnn_autotune()  # as the tracking workers and `lpray predict` run
     rows, results = [], {"settings": vars(args) | {"work": str(work)}, "corpora": {}}
     ensembles = {k: make_ensemble(work, k, args.backbone, args.size) for k in args.members}
     bounds, bound_rows = {}, []

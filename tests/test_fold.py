@@ -48,9 +48,9 @@ def test_batchnorm_in_training_mode_is_left_alone():
     assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
 
 
-def test_inference_networks_are_folded_and_cannot_be_saved_as_training_checkpoints(tmp_path):
+def test_folded_inference_networks_cannot_be_saved_as_training_checkpoints(tmp_path):
     cfg = config_from_dict({"data": {"image_size": [32, 32]}, "model": {"backbone": "resnet18"}})
-    folded = random_network(cfg, ["a", "b"], "cpu")
+    folded = random_network(cfg, ["a", "b"], "cpu", fold=True)
     assert not any(isinstance(m, nn.BatchNorm2d) for m in folded.model.modules())
     with pytest.raises(ValueError, match="fold=False"):
         save_checkpoint(folded, tmp_path / "x.ckpt")

@@ -37,6 +37,13 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def cudnn_autotune() -> None:
+    """Let cuDNN time its algorithms for each convolution shape (``cudnn.benchmark``): an
+    inference process runs one chunk shape for hours. A process-wide torch setting, so only
+    the processes lpray owns for prediction call it (tracking workers, ``lpray predict``)."""
+    torch.backends.cudnn.benchmark = True
+
+
 def map_points(to_frame: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     """Apply (B, 2, 3) affines to points (B, ..., K, 2)."""
     shape = points.shape
@@ -219,10 +226,9 @@ def _build(config: Config, n_keypoints: int) -> nn.Module:
     return build_model(config.model.model_type, config.model.backbone, n_keypoints, False)
 
 
-def _for_inference(model: nn.Module, device: torch.device, fold: bool = True) -> nn.Module:
+def _for_inference(model: nn.Module, device: torch.device, fold: bool = False) -> nn.Module:
     model.eval()
     if fold:
-        # ResNet-50 256 bf16, one H200: FOLD_NOTE
         model.lpray_folded = fold_batchnorm(model)
     # NHWC convolutions run ~2x faster on GPU tensor cores in bf16 (bench/predict.py), and on
     # CPU oneDNN's are faster too (ResNet-18 128x128, 2 cores: 97 vs 80 img/s, same outputs).
@@ -235,7 +241,7 @@ def network_from_checkpoint(
     precision: str = "auto",
     compile: bool = False,
     model_dir: Path | None = None,
-    fold: bool = True,
+    fold: bool = False,
 ) -> PoseNetwork:
     """Build the network a Lightning checkpoint dict describes and load its weights
     (``fold``: BatchNorm folded into the convolutions, see :func:`load_network`)."""
@@ -260,7 +266,7 @@ def load_network(
     checkpoint: str = "best",
     precision: str = "auto",
     compile: bool = False,
-    fold: bool = True,
+    fold: bool = False,
 ) -> PoseNetwork:
     """Load ``MODEL_DIR/checkpoints/{checkpoint}.ckpt`` (else ``last.ckpt``) for inference.
 
@@ -289,7 +295,7 @@ def random_network(
     device: str | torch.device | None = None,
     precision: str = "auto",
     compile: bool = False,
-    fold: bool = True,
+    fold: bool = False,
 ) -> PoseNetwork:
     """A randomly initialised network of ``config``'s architecture (benchmarks, tests)."""
     device = torch.device(device) if device is not None else default_device()
