@@ -107,14 +107,14 @@ def network_bound(
     chunk: int,
     compiled: bool = False,
     decode: bool = True,
-    fold: bool = True,
+    fold: bool | None = None,
 ) -> dict[str, float]:
     """Video-frames/s of K members on one chunk of random frames (all members per chunk).
 
     ``decode=False``: the networks' heatmaps only (no soft-argmax), the decoding's share.
     ``compiled``: the K members through one shared compiled graph (``compile_shared``), as
     ``lpray track --compile`` runs them; ``compile_s`` is the first chunk's time (the compile).
-    ``fold=False``: BatchNorms kept (the network before folding).
+    ``fold``: BatchNorms folded or not (None: as ``lpray track`` does, folded when compiled).
     """
     import torch
 
@@ -216,9 +216,13 @@ def track_command(
 ) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
     videos = sorted(str(p) for p in corpus.iterdir())
-    if "TORCHINDUCTOR_CACHE_DIR" not in env:  # a cold compile, as on a fresh node
-        cache = out.with_name(f"{out.name}-inductor")
-        shutil.rmtree(cache, ignore_errors=True)
+    if "TORCHINDUCTOR_CACHE_DIR" not in env:
+        # a cold compile, as on a fresh node; a variant named NAME-warm reuses NAME's cache
+        # (a node that compiled these members before)
+        name = out.name.replace("-warm-", "-")
+        cache = out.with_name(f"{name}-inductor")
+        if name == out.name:
+            shutil.rmtree(cache, ignore_errors=True)
         env = {**env, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     began = time.time()
     seconds, printed = run_command(
@@ -321,9 +325,6 @@ def main() -> None:
         sources["large"] = (
             looped_video(big, work / f"large-x{args.loop}.mp4", args.loop) if args.loop > 1 else big
         )
-    from lpray.inference.network import cudnn_autotune
-
-    cudnn_autotune()  # as the tracking workers and `lpray predict` run
     rows, results = [], {"settings": vars(args) | {"work": str(work)}, "corpora": {}}
     ensembles = {k: make_ensemble(work, k, args.backbone, args.size) for k in args.members}
     bounds, bound_rows = {}, []

@@ -53,11 +53,10 @@ def startup_text(first_chunk_at: float) -> str:
 
 def run(args: argparse.Namespace) -> int:
     # Only the inference layer: no Lightning or training code (import time is start-up time).
-    from lpray.inference.network import cudnn_autotune, load_network
+    from lpray.inference.network import load_network
     from lpray.inference.video import predict_video
     from lpray.io.storage import expand, join, local_copy, local_file
 
-    cudnn_autotune()
     # a model directory or videos on an object store are read from local copies
     network = load_network(
         local_copy(args.model_dir), args.device, compile=args.compile, precision=args.precision

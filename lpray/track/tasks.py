@@ -132,10 +132,9 @@ class TrackWorker:
         self, model_dirs: list[str], settings: TrackSettings, device: str | None = None
     ) -> None:
         self.created_at = time.time()
-        from lpray.inference.network import compile_shared, cudnn_autotune, load_network
+        from lpray.inference.network import compile_shared, load_network
 
         limit_torch_threads()
-        cudnn_autotune()
         self.settings = settings
         # model directories on an object store are fetched to this node (nodes share no disk)
         self.networks = [
