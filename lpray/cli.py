@@ -22,6 +22,7 @@ from lpray.errors import UserError
 # Order is the order ``lpray --help`` lists them: the data flow of a project.
 COMMANDS = (
     "synthetic",
+    "convert",
     "train",
     "predict",
     "sweep",

@@ -1,0 +1,100 @@
+"""DeepLabCut projects: ``config.yaml`` with ``labeled-data/<video>/CollectedData_<scorer>.h5``
+(or ``.csv``) folders. Multi-animal projects are refused: lpray tracks one animal per video.
+
+The label files are read with pandas, keypoints in the config's ``bodyparts`` order (sleap-io's
+DLC loader needs the CSVs and sorts the keypoints by name). DeepLabCut 2.2+ keys rows by
+(``labeled-data``, video, image); older versions by one ``labeled-data/video/image`` string."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from lpray.io.tables import keypoint_names
+from lpray.projects import ProjectError, ProjectSource
+from lpray.projects.tables import labels_from_table
+
+
+def _config(path: Path) -> Path:
+    return path / "config.yaml" if path.is_dir() else path
+
+
+def detect(path: Path) -> bool:
+    config = _config(path)
+    return (
+        config.name == "config.yaml"
+        and config.is_file()
+        and (config.parent / "labeled-data").is_dir()
+    )
+
+
+def _read_labels(folder: Path) -> pd.DataFrame | None:
+    """One ``labeled-data/<video>`` folder's labels, rows as ``labeled-data/<video>/<image>``."""
+    files = sorted(folder.glob("CollectedData_*.h5")) or sorted(folder.glob("CollectedData_*.csv"))
+    if not files:
+        return None
+    path = files[0]
+    try:
+        if path.suffix == ".h5":
+            table = pd.read_hdf(path)
+        else:
+            table = pd.read_csv(path, header=[0, 1, 2], index_col=0)
+            if str(table.columns[0][0]).startswith("Unnamed"):  # 2.2+: three index columns
+                table = pd.read_csv(path, header=[0, 1, 2], index_col=[0, 1, 2])
+    except (OSError, ValueError, KeyError) as error:
+        raise ProjectError(f"{path}: not a DeepLabCut label file ({error})") from error
+    if table.columns.nlevels == 4:
+        raise ProjectError(f"{path}: multi-animal labels (an individuals level); not supported")
+    rows = table.index
+    if isinstance(rows, pd.MultiIndex):
+        table.index = ["/".join(map(str, key)) for key in rows]
+    else:
+        table.index = [str(k).replace("\\", "/") for k in rows]
+    table.columns = table.columns.set_names(["scorer", "bodyparts", "coords"])
+    return table.astype(float)
+
+
+def load(path: Path) -> tuple[Any, list[Path], str]:
+    config_path = _config(path)
+    try:
+        config = yaml.safe_load(config_path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ProjectError(f"{config_path}: not a readable DeepLabCut config ({error})") from error
+    if config.get("multianimalproject"):
+        individuals = config.get("individuals") or []
+        raise ProjectError(
+            f"{config_path}: a multi-animal DeepLabCut project ({len(individuals)} individuals); "
+            "lpray tracks one animal per video: convert a single-animal project"
+        )
+    root = config_path.parent
+    tables = [_read_labels(folder) for folder in sorted((root / "labeled-data").iterdir())]
+    tables = [t for t in tables if t is not None]
+    if not tables:
+        raise ProjectError(f"{root}/labeled-data: no CollectedData_<scorer>.h5/.csv in any folder")
+    table = pd.concat(tables)
+    bodyparts = list(config.get("bodyparts") or keypoint_names(table))
+    missing = [b for b in bodyparts if b not in keypoint_names(table)]
+    if missing:
+        raise ProjectError(f"{config_path}: bodyparts {missing} are in no label file")
+    scorer = table.columns.get_level_values(0)[0]
+    table = table[[(scorer, b, c) for b in bodyparts for c in ("x", "y")]]
+    labels = labels_from_table(table, root, str(root))
+    skeleton = labels.skeletons[0]
+    for a, b in config.get("skeleton") or []:
+        if a in bodyparts and b in bodyparts:
+            skeleton.add_edge(a, b)
+    videos = []
+    for name in config.get("video_sets") or {}:
+        video = Path(name)
+        video = video if video.is_absolute() else root / video
+        if not video.is_file():  # DLC keeps absolute paths of the machine that made the project
+            video = root / "videos" / Path(name).name
+        if video.is_file():
+            videos.append(video)
+    return labels, videos, f"DeepLabCut project {root} (scorer {config.get('scorer', '?')})"
+
+
+SOURCE = ProjectSource("dlc", detect, load)
