@@ -19,8 +19,6 @@ import yaml
 
 from lpray.errors import UserError
 
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet18_w16", "resnet18_w32")
-
 
 class ConfigError(UserError, ValueError):
     """A config file or override that does not describe a valid run; the message names the key."""
@@ -295,10 +293,12 @@ def _check(cfg: Config) -> None:
         )
     elif isinstance(d.train_frames, int):
         need(d.train_frames >= 1, "data.train_frames", f"must be >= 1, got {d.train_frames}")
+    from lpray.models.backbones import available_backbones  # the registry: one list of names
+
     need(
-        m.backbone in BACKBONES,
+        m.backbone in available_backbones(),
         "model.backbone",
-        f"unknown backbone {m.backbone!r}; choose one of {list(BACKBONES)}",
+        f"unknown backbone {m.backbone!r}; choose one of {available_backbones()}",
     )
     need(m.heatmap_sigma > 0, "model.heatmap_sigma", "must be > 0")
     need(m.softmax_temperature > 0, "model.softmax_temperature", "must be > 0")

@@ -1,6 +1,12 @@
-"""Backbone registry: name -> feature trunk at stride 32 (classification layers removed).
+"""Backbone registry: name -> feature trunk (classification layers removed) and its stride.
 
-Add a backbone by decorating a builder with ``@register("name")``; configs refer to it by name.
+Add a backbone by decorating a builder with ``@register("name", stride)``; configs, the CLI and
+the tests take the names from :func:`available_backbones` (``tests/test_backbones.py`` trains and
+predicts with every registered one). The heatmap head upsamples from the trunk's stride to
+stride 4 (:class:`lpray.models.heatmap.HeatmapHead`).
+
+ResNets are lpray's own (:mod:`lpray.models.resnet`, torchvision's weights); the others come from
+timm (``features_only``: the last feature map), imported only when one is built.
 """
 
 from __future__ import annotations
@@ -15,12 +21,12 @@ from lpray.errors import UserError
 from lpray.models.resnet import resnet_trunk
 
 Builder = Callable[[bool], tuple[nn.Module, int]]
-_REGISTRY: dict[str, Builder] = {}
+_REGISTRY: dict[str, tuple[Builder, int]] = {}
 
 
-def register(name: str) -> Callable[[Builder], Builder]:
+def register(name: str, stride: int = 32) -> Callable[[Builder], Builder]:
     def wrap(builder: Builder) -> Builder:
-        _REGISTRY[name] = builder
+        _REGISTRY[name] = (builder, stride)
         return builder
 
     return wrap
@@ -28,6 +34,11 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
 def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
+
+
+def backbone_stride(name: str) -> int:
+    """How many input pixels one feature-map pixel of ``name`` spans (32 or 16)."""
+    return _REGISTRY[name][1]
 
 
 class PretrainedWeightsUnavailable(UserError, RuntimeError):
@@ -112,4 +123,48 @@ def build_backbone(name: str, pretrained: bool = False) -> tuple[nn.Module, int]
         raise ValueError(f"unknown backbone {name!r}; available: {available_backbones()}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _REGISTRY[name](pretrained)
+        return _REGISTRY[name][0](pretrained)
+
+
+class _TimmTrunk(nn.Module):
+    """A timm ``features_only`` model's last feature map as the trunk's output."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model(frames)[-1]
+
+
+def _timm(model_name: str, pretrained: bool, **kwargs: object) -> tuple[nn.Module, int]:
+    import timm  # noqa: PLC0415 - only when a timm backbone is built
+
+    try:
+        model = timm.create_model(
+            model_name, pretrained=pretrained, features_only=True, out_indices=(-1,), **kwargs
+        )
+    except (OSError, RuntimeError) as error:  # no network / no cached file for the weights
+        if not pretrained:
+            raise
+        raise PretrainedWeightsUnavailable(
+            f"model.pretrained: could not get timm's weights for {model_name} ({error}); they are "
+            "downloaded from the Hugging Face Hub into HF_HOME on first use: run once on a "
+            "machine with internet (or copy its HF_HOME cache), or set model.pretrained=false"
+        ) from error
+    return _TimmTrunk(model), int(model.feature_info.channels()[-1])
+
+
+# name -> (timm model, stride, options). ViTs take any input size (their position embeddings are
+# interpolated: dynamic_img_size) and give stride-16 maps; the self-supervised DINO weights are
+# what pose work fine-tunes from.
+TIMM_BACKBONES = {
+    "convnext_tiny": ("convnext_tiny", 32, {}),
+    "efficientnet_b0": ("efficientnet_b0", 32, {}),
+    "hrnet_w18_small": ("hrnet_w18_small", 32, {}),
+    "vit_small_dino": ("vit_small_patch16_224.dino", 16, {"dynamic_img_size": True}),
+    "vit_base_dino": ("vit_base_patch16_224.dino", 16, {"dynamic_img_size": True}),
+}
+
+for _name, (_model, _stride, _kwargs) in TIMM_BACKBONES.items():
+    register(_name, _stride)(lambda pretrained, _m=_model, _k=_kwargs: _timm(_m, pretrained, **_k))

@@ -9,11 +9,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lpray.models.backbones import build_backbone
+from lpray.models.backbones import backbone_stride, build_backbone
 
 
 class HeatmapHead(nn.Module):
-    """Stride-32 features -> heatmaps at stride 4: pixel shuffle x2, then two x2 transposed convs.
+    """Stride-32 features -> heatmaps at stride 4: pixel shuffle x2, then two x2 transposed convs
+    (stride-16 features: the two transposed convs).
 
     Linear (no activation between the layers), K channels after the first transposed conv, and
     initialised near zero (Xavier with gain 0.01, zero biases): the DeepLabCut / Lightning Pose
@@ -23,13 +24,16 @@ class HeatmapHead(nn.Module):
     of each map instead of first learning to output a dark background.
     """
 
-    def __init__(self, in_channels: int, n_keypoints: int) -> None:
+    def __init__(self, in_channels: int, n_keypoints: int, stride: int = 32) -> None:
         super().__init__()
+        if stride not in (16, 32):
+            raise ValueError(f"the heatmap head takes stride-16 or -32 features, got {stride}")
+        # stride 32: pixel shuffle x2 first; stride 16 (ViT) starts at the transposed convs
+        shuffle = [nn.PixelShuffle(2)] if stride == 32 else []
+        channels = in_channels // 4 if stride == 32 else in_channels
         self.layers = nn.Sequential(
-            nn.PixelShuffle(2),
-            nn.ConvTranspose2d(
-                in_channels // 4, n_keypoints, 3, stride=2, padding=1, output_padding=1
-            ),
+            *shuffle,
+            nn.ConvTranspose2d(channels, n_keypoints, 3, stride=2, padding=1, output_padding=1),
             nn.ConvTranspose2d(n_keypoints, n_keypoints, 3, stride=2, padding=1, output_padding=1),
         )
         for layer in self.layers:
@@ -49,7 +53,7 @@ class HeatmapModel(nn.Module):
     def __init__(self, backbone: str, n_keypoints: int, pretrained: bool = False) -> None:
         super().__init__()
         self.backbone, channels = build_backbone(backbone, pretrained)
-        self.head = HeatmapHead(channels, n_keypoints)
+        self.head = HeatmapHead(channels, n_keypoints, backbone_stride(backbone))
 
     def forward(self, frames: torch.Tensor) -> dict[str, torch.Tensor]:
         """``frames`` (N, C, 3, H, W) with C = 1 -> ``{"heatmaps": (N, K, H/4, W/4)}``."""
@@ -81,8 +85,9 @@ class ContextModel(nn.Module):
     def __init__(self, backbone: str, n_keypoints: int, pretrained: bool = False) -> None:
         super().__init__()
         self.backbone, channels = build_backbone(backbone, pretrained)
-        self.head = HeatmapHead(channels, n_keypoints)
-        self.context_head = HeatmapHead(channels, n_keypoints)
+        stride = backbone_stride(backbone)
+        self.head = HeatmapHead(channels, n_keypoints, stride)
+        self.context_head = HeatmapHead(channels, n_keypoints, stride)
         window = 2 * self.context + 1
         # Per-channel weights over the window, initialised to the centre frame.
         init = torch.zeros(channels, window)
