@@ -7,8 +7,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lpray import cli
@@ -16,6 +21,7 @@ from lpray.data.synthetic import load_synthetic_project
 from lpray.inference.network import load_network
 from lpray.inference.video import predict_video_arrays
 from lpray.io.tables import read_pose_csv, table_to_arrays
+from lpray.pipeline import STAGES
 from lpray.track.corpus import TaskResources, track_corpus
 from lpray.track.tasks import TrackSettings
 
@@ -138,3 +144,125 @@ def test_local_copy_fetches_what_prediction_needs_and_a_retrained_model_anew(s3,
     assert (second / "checkpoints" / "best.ckpt").read_bytes() == b"weights v2, retrained"
     with pytest.raises(FileNotFoundError, match="nothing stored"):
         local_copy("s3://lpray-test/no-such-model", tmp_path)
+
+
+# -- the pipeline, Ray Train and an outage, with the bucket as the only storage ----------------
+
+SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
+
+
+def stored_listing(s3, prefix: str) -> dict[str, str]:
+    """Every object under ``prefix`` -> its ETag (a rewritten object gets a new one)."""
+    s3.invalidate_cache()
+    return {path: info["ETag"] for path, info in s3.find(prefix, detail=True).items()}
+
+
+def assert_no_secret(s3, prefix: str) -> None:
+    """The secret key is in no object lpray, Ray or Tune wrote (pickles and logs included)."""
+    for path in s3.find(prefix):
+        assert SECRET.encode() not in s3.cat(path), path
+
+
+def check_stored_run(s3, run: str, trials: int, members: int) -> dict[str, dict]:
+    """Every stage's outputs are objects in the bucket; returns the stage markers."""
+    markers = {s: json.loads(s3.cat(f"{run}/stages/{s}.json")) for s in STAGES}
+    sweep = markers["sweep"]
+    assert sweep["experiment_dir"].startswith(f"s3://{run}/sweep/")
+    report = sweep["experiment_dir"].removeprefix("s3://") + "/report"
+    trials_table = pd.read_csv(f"s3://{report}/trials.csv")
+    assert len(trials_table) == trials and set(trials_table["status"]) == {"completed"}
+    for name in ("trials.parquet", "best_configs.csv", "error_vs_labels.png"):
+        assert s3.exists(f"{report}/{name}"), name
+    assert s3.exists(sweep["best"]["path"].removeprefix("s3://"))
+    assert s3.exists(f"{run}/config.yaml") and s3.exists(f"{run}/pipeline.yaml")
+    ensemble = json.loads(s3.cat(f"{run}/ensemble/ensemble.json"))
+    assert ensemble["n_done"] == members
+    params = json.loads(sweep["best"]["params"])  # the ensemble trains the sweep's best
+    weight = ensemble["config"]["losses"]["temporal"]["weight"]
+    assert weight == pytest.approx(params["losses.temporal.weight"])
+    for k in range(members):
+        for name in ("summary.json", "config.yaml", "checkpoints/best.ckpt", "metrics.csv"):
+            assert s3.exists(f"{run}/ensemble/member-{k}/{name}"), (k, name)
+    summary = pd.read_csv(f"s3://{run}/track/summary.csv")
+    assert list(summary["status"]) == ["done"]
+    video = summary["video"][0]
+    for name in ("done.json", f"{video}.eks.csv", f"{video}.labeled.png"):
+        assert s3.exists(f"{run}/track/{video}/{name}"), name
+    page = s3.cat(f"{run}/report.html").decode()
+    assert 'id="ensemble"' in page and video in page and str(sweep["best"]["trial_id"]) in page
+    return markers
+
+
+def submit(cluster, job_id: str, pipeline: Path, *overrides: str) -> str:
+    """``ray job submit`` of experiments/submit_pipeline.py; returns the job's log."""
+    from test_job_submit import EXCLUDES
+
+    command = ["ray", "job", "submit", f"--address={cluster.dashboard}"]
+    command += [f"--submission-id={job_id}", f"--working-dir={REPO}"]
+    command += [f"--runtime-env-json={json.dumps({'excludes': EXCLUDES})}", "--"]
+    command += [sys.executable, "experiments/submit_pipeline.py", str(pipeline), *overrides]
+    try:
+        done = subprocess.run(
+            command, env=cluster.env, cwd=REPO, capture_output=True, text=True, timeout=JOB_S
+        )
+        failure = None if done.returncode == 0 else f"exit code {done.returncode}"
+    except subprocess.TimeoutExpired:
+        failure = f"not finished in {JOB_S} s"
+    logs = subprocess.run(
+        ["ray", "job", "logs", f"--address={cluster.dashboard}", job_id],
+        env=cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    assert failure is None, f"ray job submit: {failure}; ray job logs:\n{logs[-6000:]}"
+    return logs
+
+
+REPO = Path(__file__).resolve().parents[1]
+JOB_S = 420  # the first run: about 2.5 minutes on 2 loaded cores
+
+
+def test_job_submit_runs_the_pipeline_on_two_nodes_in_a_bucket(
+    s3, tiny_project: Path, tmp_path: Path
+) -> None:
+    """``ray job submit`` of the pipeline with ``storage.path=s3://...`` on two ``ray start``
+    nodes: every stage's outputs land in the bucket, written from both nodes; a second submit
+    skips every stage and rewrites no object.
+
+    Each node unpacks the job's working directory into its own temp dir (as on two machines),
+    so the driver and the workers of each node run in different folders and share no output
+    folder; the only shared disk is the input project (absolute paths, like a dataset baked into
+    an image). The nodes reach the server through ``AWS_ENDPOINT_URL`` and the dummy key pair in
+    their environment, as cluster nodes reach S3 through theirs.
+    """
+    from test_multinode import two_node_cluster
+    from test_pipeline import write_pipeline
+
+    run = "lpray-test/pipeline-2n"
+    path = write_pipeline(tmp_path, tiny_project, storage={"path": f"s3://{run}"})
+    # Half-CPU sweep workers: a trial holds 0.01 CPU on its node, so with one trial on each
+    # 1-CPU node a 1-CPU worker fits on neither and the sweep waits forever.
+    half = "sweep.resources.cpus_per_worker=0.5"
+    one = "sweep.num_samples=1"  # one trial: the sweep's storage is what is tested here
+    with two_node_cluster(dashboard=True, worker_ports=40) as cluster:
+        started = time.perf_counter()
+        logs = submit(cluster, "lpray-s3-first", path, half, one)
+        first_s = time.perf_counter() - started
+        markers = check_stored_run(s3, run, trials=1, members=2)
+        members = json.loads(s3.cat(f"{run}/ensemble/ensemble.json"))["members"]
+        assert len({m["node_id"] for m in members}) == 2, members  # both nodes uploaded one
+        before = stored_listing(s3, run)
+        started = time.perf_counter()
+        again = submit(cluster, "lpray-s3-again", path, half, one)
+        again_s = time.perf_counter() - started
+    assert again.count("skipped (done before)") == len(STAGES), again[-3000:]
+    assert stored_listing(s3, run) == before  # nothing relaunched, no object rewritten
+    assert {s: json.loads(s3.cat(f"{run}/stages/{s}.json")) for s in STAGES} == markers
+    assert f"report: s3://{run}/report.html" in logs
+    assert SECRET not in logs + again
+    assert_no_secret(s3, run)
+    # nothing of the run on local disk: not beside the config's model directory, not in the
+    # folder the pipeline file is in
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.yaml", "tiny.yaml"]
+    print(f"\ntwo-node pipeline in a bucket: {first_s:.0f} s, rerun {again_s:.0f} s")

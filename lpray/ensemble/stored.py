@@ -49,16 +49,17 @@ def staging_dir(url: str) -> Path:
 
 
 def prepare_staging(url: str, overwrite: bool) -> Path:
-    """The staging folder for member ``url``, holding what a rerun resumes from.
+    """The staging folder for member ``url``, holding what this attempt resumes from.
 
-    With ``overwrite`` it is empty. Otherwise, when the store holds files of the member (a
-    training whose upload was cut short), exactly those; else whatever an interrupted training
-    left on this node.
+    With ``overwrite``: empty. Else a training this node finished whose upload was cut short
+    (its ``summary.json`` is there: nothing to train, only to upload again); else, when the store
+    holds files of the member (an upload cut short elsewhere), those; else whatever an
+    interrupted training left on this node.
     """
     local = staging_dir(url)
     if overwrite:
         shutil.rmtree(local, ignore_errors=True)
-    elif stored_files(url):
+    elif not (local / SUMMARY).is_file() and stored_files(url):
         shutil.rmtree(local, ignore_errors=True)
         download_tree(url, local)
         log.info("%s: resuming from its stored files", url)
@@ -67,17 +68,19 @@ def prepare_staging(url: str, overwrite: bool) -> Path:
 
 
 def publish(local: Path, url: str) -> None:
-    """Upload the finished member ``local`` to ``url``, ``summary.json`` last.
+    """Upload the finished member ``local`` to ``url``: its records first, ``summary.json`` last.
 
     The stored ``summary.json`` (an older training's) goes first, so no moment of the upload
     shows old records beside new files as a finished member; stored files the new training did
-    not write (an old model's) are deleted before the new ``summary.json`` is written.
+    not write (an old model's) are deleted before the new ones are written. ``config.yaml`` and
+    the fingerprint lead, so a folder whose upload was cut short still says what it was trained
+    on (a rerun resumes from it instead of refusing checkpoints of unknown inputs).
     """
     remove(join(url, SUMMARY))
     ours = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     for stale in sorted(set(stored_files(url)) - ours):
         remove(join(url, stale))
-    upload_tree(local, url, last=(SUMMARY,))
+    upload_tree(local, url, first=RECORDS[:2], last=(SUMMARY,))
 
 
 def clear_staging(local: Path) -> None:
@@ -94,7 +97,9 @@ def drop_orphan_run(local: Path, run_folder: str) -> None:
     from lpray.train.model_dir import is_model_dir
 
     if not is_model_dir(local) and exists(run_folder):
-        log.warning("%s: an unfinished Ray Train run of no staged model; starting again", run_folder)
+        log.warning(
+            "%s: an unfinished Ray Train run of no staged model; starting again", run_folder
+        )
         remove(run_folder, recursive=True)
 
 

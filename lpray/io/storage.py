@@ -81,16 +81,22 @@ def stored_files(path: str | os.PathLike) -> dict[str, int]:
     }
 
 
-def upload_tree(local: str | os.PathLike, url: str, last: tuple[str, ...] = ()) -> list[str]:
+def upload_tree(
+    local: str | os.PathLike, url: str, first: tuple[str, ...] = (), last: tuple[str, ...] = ()
+) -> list[str]:
     """Copy every file of the local folder ``local`` to ``url``; returns the relative paths.
 
-    The files named in ``last`` (relative paths, e.g. ``summary.json``) go after all others: they
-    are the records that say the folder is complete, so an upload interrupted part way leaves a
-    folder a rerun recognises as unfinished. Each object is one PUT, complete or absent.
+    The files named in ``first`` (relative paths) go before all others, those in ``last`` (the
+    records that say the folder is complete, e.g. ``summary.json``) after all others: an upload
+    interrupted part way leaves a folder that a rerun recognises as unfinished, and whose first
+    records say what it holds. Each object is one PUT (or one multipart upload), complete or
+    absent.
     """
     root = Path(local)
     names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-    ordered = [n for n in names if n not in last] + [n for n in last if n in names]
+    edges = set(first) | set(last)
+    ordered = [n for n in first if n in names] + [n for n in names if n not in edges]
+    ordered += [n for n in last if n in names]
     fs, inner = filesystem(url)
     for name in ordered:
         fs.put_file(str(root / name), f"{inner.rstrip('/')}/{name}")
