@@ -266,3 +266,47 @@ def test_job_submit_runs_the_pipeline_on_two_nodes_in_a_bucket(
     # folder the pipeline file is in
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.yaml", "tiny.yaml"]
     print(f"\ntwo-node pipeline in a bucket: {first_s:.0f} s, rerun {again_s:.0f} s")
+
+
+def test_ray_train_worker_killed_resumes_from_the_checkpoint_in_the_bucket(
+    s3, ray_cluster, tiny_project: Path, tmp_path: Path
+) -> None:
+    """``lpray train --storage s3://...`` (``train_distributed``): the only worker is SIGKILLed
+    in epoch 1; Ray Train restarts it from epoch 0's checkpoint, which exists only in the bucket
+    (no local storage folder), and the run completes with every epoch once."""
+    import ray.cloudpickle
+    import test_distributed as td
+    from conftest import tiny_config
+
+    from lpray.config import config_from_dict
+    from lpray.train.distributed import train_distributed
+
+    values = tiny_config(tiny_project, tmp_path / "model", training={"max_epochs": 2})
+    storage, marker = "s3://lpray-test/train-runs", tmp_path / "killed"
+    ray.cloudpickle.register_pickle_by_value(td)  # workers cannot import the test modules
+    try:
+        model_dir = train_distributed(
+            config_from_dict(values),
+            num_workers=1,
+            storage_path=storage,
+            max_failures=1,
+            callbacks=[
+                td.BatchRecorder(tmp_path / "batches"),
+                td.KillOnce(rank=0, epoch=1, batch=1, marker=marker),
+            ],
+        )
+    finally:
+        ray.cloudpickle.unregister_pickle_by_value(td)
+    metrics = td.check_model_dir(model_dir, epochs=2)
+    assert marker.is_file()  # the kill really happened
+    records = td.read_records(tmp_path / "batches")
+    killed = int(marker.read_text())
+    assert sorted(set(records.loc[records["pid"] == killed, "epoch"])) == [0, 1]
+    assert set(records.loc[records["pid"] != killed, "epoch"]) == {1}  # resumed after epoch 0
+    run = "lpray-test/train-runs/model"
+    assert s3.exists(f"{run}/epoch_00001/checkpoint.ckpt")
+    stored = pd.read_csv(f"s3://{run}/metrics.csv")
+    pd.testing.assert_frame_equal(stored, metrics)
+    assert json.loads(s3.cat(f"{run}/summary.json"))["test_pixel_error"] > 0
+    assert not (tmp_path / "ray").exists()  # no local storage beside the model directory
+    assert_no_secret(s3, run)
