@@ -165,6 +165,7 @@ def assert_no_secret(s3, prefix: str) -> None:
 
 def check_stored_run(s3, run: str, trials: int, members: int) -> dict[str, dict]:
     """Every stage's outputs are objects in the bucket; returns the stage markers."""
+    s3.invalidate_cache()
     markers = {s: json.loads(s3.cat(f"{run}/stages/{s}.json")) for s in STAGES}
     sweep = markers["sweep"]
     assert sweep["experiment_dir"].startswith(f"s3://{run}/sweep/")
@@ -310,3 +311,61 @@ def test_ray_train_worker_killed_resumes_from_the_checkpoint_in_the_bucket(
     assert json.loads(s3.cat(f"{run}/summary.json"))["test_pixel_error"] > 0
     assert not (tmp_path / "ray").exists()  # no local storage beside the model directory
     assert_no_secret(s3, run)
+
+
+def test_store_down_mid_upload_then_back_the_rerun_redoes_the_stage_and_loses_nothing(
+    s3, s3_server, ray_cluster, tiny_project: Path, tmp_path: Path
+) -> None:
+    """The S3 server goes down while the ensemble stage uploads its member (at the request
+    that starts ``checkpoints/last.ckpt``, after config.yaml, the fingerprint and best.ckpt):
+    the stage fails and is not marked done, the member is not finished (no summary.json). With
+    the server back, a rerun skips the finished sweep stage, redoes the ensemble stage (the
+    member's finished training, kept on its node, is uploaded again, summary.json last) and
+    runs the rest; what was stored before the outage is unchanged."""
+    from test_pipeline import write_pipeline
+
+    from lpray.pipeline import load_pipeline, run_pipeline
+
+    run = "lpray-test/outage"
+    path = write_pipeline(
+        tmp_path,
+        tiny_project,
+        sweep=None,
+        ensemble={"seeds": 1, "cpus_per_member": 1},
+        storage={"path": f"s3://{run}"},
+    )
+    member = f"{run}/ensemble/member-0"
+    spec = load_pipeline(path)
+    s3_server.stop_on(
+        lambda method, where: (
+            method in ("PUT", "POST") and where.endswith(f"/{member}/checkpoints/last.ckpt")
+        )
+    )
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whatever the client raises for "refused"
+            run_pipeline(spec, progress=False)
+        assert s3_server.trigger is None and s3_server.server is None  # it went down mid-upload
+    finally:
+        s3_server.stop_on(None)
+        if s3_server.server is None:
+            s3_server.start()
+    assert s3.exists(f"{run}/stages/sweep.json") and not s3.exists(f"{run}/stages/ensemble.json")
+    stored = stored_listing(s3, member)
+    assert f"{member}/config.yaml" in stored and f"{member}/checkpoints/best.ckpt" in stored
+    assert (
+        f"{member}/summary.json" not in stored and f"{member}/checkpoints/last.ckpt" not in stored
+    )
+    before = stored_listing(s3, run)
+    kept = {p: s3.cat(p) for p in before if not p.startswith(f"{run}/ensemble/")}
+
+    result = run_pipeline(load_pipeline(path), progress=False)
+    assert result.skipped == ["sweep"]
+    s3.invalidate_cache()  # (this client listed the run before the rerun wrote)
+    for p, data in kept.items():  # nothing stored before the outage was lost or changed
+        assert s3.cat(p) == data, p
+    for name in ("summary.json", "checkpoints/last.ckpt", "metrics.csv"):
+        assert s3.exists(f"{member}/{name}"), name
+    assert json.loads(s3.cat(f"{run}/ensemble/ensemble.json"))["n_done"] == 1
+    for stage in STAGES:
+        assert s3.exists(f"{run}/stages/{stage}.json"), stage
+    assert list(pd.read_csv(f"s3://{run}/track/summary.csv")["status"]) == ["done"]
