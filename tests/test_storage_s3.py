@@ -369,3 +369,28 @@ def test_store_down_mid_upload_then_back_the_rerun_redoes_the_stage_and_loses_no
     for stage in STAGES:
         assert s3.exists(f"{run}/stages/{stage}.json"), stage
     assert list(pd.read_csv(f"s3://{run}/track/summary.csv")["status"]) == ["done"]
+
+
+def test_ensemble_in_a_bucket_refuses_a_stored_member_of_other_inputs(
+    s3, tiny_project: Path, tmp_path: Path
+) -> None:
+    """A member folder in the bucket holding a model of another config is refused before any
+    member is launched or anything is written, naming the member's URL and the difference."""
+    from conftest import tiny_config
+
+    from lpray.config import config_from_dict, save_config
+    from lpray.ensemble.run import train_ensemble
+    from lpray.train.data import validate_inputs
+    from lpray.train.model_dir import ModelDirError, fingerprint
+
+    url = "s3://lpray-test/refuse/ensemble"
+    old = config_from_dict(tiny_config(tiny_project, tmp_path / "m", model={"heatmap_sigma": 3}))
+    save_config(old, f"{url}/member-0/config.yaml")
+    record = fingerprint(old, validate_inputs(old))
+    s3.pipe(f"{url.removeprefix('s3://')}/member-0/lpray_fingerprint.json", json.dumps(record))
+    s3.pipe(f"{url.removeprefix('s3://')}/member-0/checkpoints/last.ckpt", b"resume state")
+    before = stored_listing(s3, "lpray-test/refuse")
+    new = config_from_dict(tiny_config(tiny_project, tmp_path / "m", model={"heatmap_sigma": 2}))
+    with pytest.raises(ModelDirError, match=rf"{url}/member-0 holds a model .*heatmap_sigma"):
+        train_ensemble(new, 2, url, progress=False)
+    assert stored_listing(s3, "lpray-test/refuse") == before  # no manifest, nothing written
