@@ -149,6 +149,9 @@ def test_local_copy_fetches_what_prediction_needs_and_a_retrained_model_anew(s3,
 # -- the pipeline, Ray Train and an outage, with the bucket as the only storage ----------------
 
 SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
+# test_pipeline's config overrides plus a frozen backbone: checkpoints without Adam's state for
+# it, a third of the bytes through the in-process test server (134 MB -> ~45 MB a checkpoint).
+LIGHT = {"overrides": ["losses.temporal.weight=0.01", "training.unfreeze_epoch=5"]}
 
 
 def stored_listing(s3, prefix: str) -> dict[str, str]:
@@ -224,51 +227,6 @@ REPO = Path(__file__).resolve().parents[1]
 JOB_S = 420  # the first run: about 2.5 minutes on 2 loaded cores
 
 
-def test_job_submit_runs_the_pipeline_on_two_nodes_in_a_bucket(
-    s3, tiny_project: Path, tmp_path: Path
-) -> None:
-    """``ray job submit`` of the pipeline with ``storage.path=s3://...`` on two ``ray start``
-    nodes: every stage's outputs land in the bucket, written from both nodes; a second submit
-    skips every stage and rewrites no object.
-
-    Each node unpacks the job's working directory into its own temp dir (as on two machines),
-    so the driver and the workers of each node run in different folders and share no output
-    folder; the only shared disk is the input project (absolute paths, like a dataset baked into
-    an image). The nodes reach the server through ``AWS_ENDPOINT_URL`` and the dummy key pair in
-    their environment, as cluster nodes reach S3 through theirs.
-    """
-    from test_multinode import two_node_cluster
-    from test_pipeline import write_pipeline
-
-    run = "lpray-test/pipeline-2n"
-    path = write_pipeline(tmp_path, tiny_project, storage={"path": f"s3://{run}"})
-    # Half-CPU sweep workers: a trial holds 0.01 CPU on its node, so with one trial on each
-    # 1-CPU node a 1-CPU worker fits on neither and the sweep waits forever.
-    half = "sweep.resources.cpus_per_worker=0.5"
-    one = "sweep.num_samples=1"  # one trial: the sweep's storage is what is tested here
-    with two_node_cluster(dashboard=True, worker_ports=40) as cluster:
-        started = time.perf_counter()
-        logs = submit(cluster, "lpray-s3-first", path, half, one)
-        first_s = time.perf_counter() - started
-        markers = check_stored_run(s3, run, trials=1, members=2)
-        members = json.loads(s3.cat(f"{run}/ensemble/ensemble.json"))["members"]
-        assert len({m["node_id"] for m in members}) == 2, members  # both nodes uploaded one
-        before = stored_listing(s3, run)
-        started = time.perf_counter()
-        again = submit(cluster, "lpray-s3-again", path, half, one)
-        again_s = time.perf_counter() - started
-    assert again.count("skipped (done before)") == len(STAGES), again[-3000:]
-    assert stored_listing(s3, run) == before  # nothing relaunched, no object rewritten
-    assert {s: json.loads(s3.cat(f"{run}/stages/{s}.json")) for s in STAGES} == markers
-    assert f"report: s3://{run}/report.html" in logs
-    assert SECRET not in logs + again
-    assert_no_secret(s3, run)
-    # nothing of the run on local disk: not beside the config's model directory, not in the
-    # folder the pipeline file is in
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.yaml", "tiny.yaml"]
-    print(f"\ntwo-node pipeline in a bucket: {first_s:.0f} s, rerun {again_s:.0f} s")
-
-
 def test_ray_train_worker_killed_resumes_from_the_checkpoint_in_the_bucket(
     s3, ray_cluster, tiny_project: Path, tmp_path: Path
 ) -> None:
@@ -282,7 +240,10 @@ def test_ray_train_worker_killed_resumes_from_the_checkpoint_in_the_bucket(
     from lpray.config import config_from_dict
     from lpray.train.distributed import train_distributed
 
-    values = tiny_config(tiny_project, tmp_path / "model", training={"max_epochs": 2})
+    # A frozen backbone keeps Adam's state out of the checkpoints: a third of the bytes through
+    # the in-process test server (ResNet-18 with its optimizer state is 134 MB).
+    training = {"max_epochs": 2, "unfreeze_epoch": 5}
+    values = tiny_config(tiny_project, tmp_path / "model", training=training)
     storage, marker = "s3://lpray-test/train-runs", tmp_path / "killed"
     ray.cloudpickle.register_pickle_by_value(td)  # workers cannot import the test modules
     try:
@@ -333,6 +294,7 @@ def test_store_down_mid_upload_then_back_the_rerun_redoes_the_stage_and_loses_no
         sweep=None,
         ensemble={"seeds": 1, "cpus_per_member": 1},
         storage={"path": f"s3://{run}"},
+        **LIGHT,
     )
     member = f"{run}/ensemble/member-0"
     spec = load_pipeline(path)
@@ -394,3 +356,50 @@ def test_ensemble_in_a_bucket_refuses_a_stored_member_of_other_inputs(
     with pytest.raises(ModelDirError, match=rf"{url}/member-0 holds a model .*heatmap_sigma"):
         train_ensemble(new, 2, url, progress=False)
     assert stored_listing(s3, "lpray-test/refuse") == before  # no manifest, nothing written
+
+
+# Last in this module: the session's in-process cluster (ray_cluster) is up before two more
+# Ray nodes start on this machine.
+def test_job_submit_runs_the_pipeline_on_two_nodes_in_a_bucket(
+    s3, tiny_project: Path, tmp_path: Path
+) -> None:
+    """``ray job submit`` of the pipeline with ``storage.path=s3://...`` on two ``ray start``
+    nodes: every stage's outputs land in the bucket, written from both nodes; a second submit
+    skips every stage and rewrites no object.
+
+    Each node unpacks the job's working directory into its own temp dir (as on two machines),
+    so the driver and the workers of each node run in different folders and share no output
+    folder; the only shared disk is the input project (absolute paths, like a dataset baked into
+    an image). The nodes reach the server through ``AWS_ENDPOINT_URL`` and the dummy key pair in
+    their environment, as cluster nodes reach S3 through theirs.
+    """
+    from test_multinode import two_node_cluster
+    from test_pipeline import write_pipeline
+
+    run = "lpray-test/pipeline-2n"
+    path = write_pipeline(tmp_path, tiny_project, storage={"path": f"s3://{run}"}, **LIGHT)
+    # Half-CPU sweep workers: a trial holds 0.01 CPU on its node, so with one trial on each
+    # 1-CPU node a 1-CPU worker fits on neither and the sweep waits forever.
+    half = "sweep.resources.cpus_per_worker=0.5"
+    one = "sweep.num_samples=1"  # one trial: the sweep's storage is what is tested here
+    with two_node_cluster(dashboard=True, worker_ports=40) as cluster:
+        started = time.perf_counter()
+        logs = submit(cluster, "lpray-s3-first", path, half, one)
+        first_s = time.perf_counter() - started
+        markers = check_stored_run(s3, run, trials=1, members=2)
+        members = json.loads(s3.cat(f"{run}/ensemble/ensemble.json"))["members"]
+        assert len({m["node_id"] for m in members}) == 2, members  # both nodes uploaded one
+        before = stored_listing(s3, run)
+        started = time.perf_counter()
+        again = submit(cluster, "lpray-s3-again", path, half, one)
+        again_s = time.perf_counter() - started
+    assert again.count("skipped (done before)") == len(STAGES), again[-3000:]
+    assert stored_listing(s3, run) == before  # nothing relaunched, no object rewritten
+    assert {s: json.loads(s3.cat(f"{run}/stages/{s}.json")) for s in STAGES} == markers
+    assert f"report: s3://{run}/report.html" in logs
+    assert SECRET not in logs + again
+    assert_no_secret(s3, run)
+    # nothing of the run on local disk: not beside the config's model directory, not in the
+    # folder the pipeline file is in
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline.yaml", "tiny.yaml"]
+    print(f"\ntwo-node pipeline in a bucket: {first_s:.0f} s, rerun {again_s:.0f} s")
