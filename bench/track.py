@@ -7,8 +7,9 @@ One run prints, for each corpus and ensemble size K:
   frame, from ``done.json``'s ``first_chunk_at``);
 - the decode bound: lpray's prediction reader alone (DALI on a GPU, decode + resize +
   normalise, no network) on one video of the corpus with 1..16 concurrent readers;
-- the network bound: K members on random input at the chunk size, eager and compiled
-  (compiled: one member compiled, times 1/K: members run one after another on each chunk);
+- the network bound: K members on random input at the chunk size, eager (BatchNorm folded, and
+  with ``--bound-chunks`` also unfolded) and compiled (the K members through one shared
+  compiled graph, as ``lpray track --compile``; the compile's seconds beside it);
 - the ratio of the command's rate to min(decode bound, network bound).
 
 Corpora, made by the bench in ``--work``: the mirror-mouse clip looped 10x (9,940 frames,
@@ -94,25 +95,35 @@ def make_ensemble(work: Path, members: int, backbone: str, size: int) -> Path:
         (model_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
         save_config(cfg, model_dir / "config.yaml")
         save_checkpoint(
-            random_network(cfg, KEYPOINTS, "cpu"), model_dir / "checkpoints" / "best.ckpt"
+            random_network(cfg, KEYPOINTS, "cpu", fold=False),
+            model_dir / "checkpoints" / "best.ckpt",
         )
     return folder
 
 
 def network_bound(
-    ensemble: Path, members: int, chunk: int, compiled: bool, decode: bool = True
-) -> float:
+    ensemble: Path,
+    members: int,
+    chunk: int,
+    compiled: bool = False,
+    decode: bool = True,
+    fold: bool | None = None,
+) -> dict[str, float]:
     """Video-frames/s of K members on one chunk of random frames (all members per chunk).
 
     ``decode=False``: the networks' heatmaps only (no soft-argmax), the decoding's share.
-    ``compiled``: one member compiled, its rate / K (members run one after another).
+    ``compiled``: the K members through one shared compiled graph (``compile_shared``), as
+    ``lpray track --compile`` runs them; ``compile_s`` is the first chunk's time (the compile).
+    ``fold``: BatchNorms folded or not (None: as ``lpray track`` does, folded when compiled).
     """
     import torch
 
-    from lpray.inference.network import load_network
+    from lpray.inference.network import compile_shared, load_network
 
-    dirs = sorted(ensemble.glob("member-*"))[: (1 if compiled else members)]
-    networks = [load_network(d, compile=compiled) for d in dirs]
+    dirs = sorted(ensemble.glob("member-*"))[:members]
+    networks = [load_network(d, compile=compiled, fold=fold) for d in dirs]
+    if compiled:
+        compile_shared(networks)
     frames = torch.randn(chunk, 3, *networks[0].image_size, device=networks[0].device)
     frames = frames.contiguous(memory_format=torch.channels_last)
 
@@ -124,21 +135,28 @@ def network_bound(
                 with torch.inference_mode(), network.autocast():
                     network.model.forward_sequence(frames)
 
+    def sync() -> None:
+        if frames.is_cuda:
+            torch.cuda.synchronize()
+
+    started = time.perf_counter()
+    step()
+    sync()
+    first = time.perf_counter() - started
     warm, repeats = (5, 20) if frames.is_cuda else (1, 2)
     for _ in range(warm):
         step()
     rates = []
     for _ in range(3):
-        if frames.is_cuda:
-            torch.cuda.synchronize()
+        sync()
         start = time.perf_counter()
         for _ in range(repeats):
             step()
-        if frames.is_cuda:
-            torch.cuda.synchronize()
+        sync()
         rates.append(chunk * repeats / (time.perf_counter() - start))
-    rate = median(rates)
-    return rate / members if compiled else rate
+    if compiled:
+        torch._dynamo.reset()
+    return {"video_fps": median(rates), "compile_s": first if compiled else 0.0}
 
 
 def decode_bound(video: Path, readers: int, chunk: int, size: int) -> dict[str, float]:
@@ -198,6 +216,14 @@ def track_command(
 ) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
     videos = sorted(str(p) for p in corpus.iterdir())
+    if "TORCHINDUCTOR_CACHE_DIR" not in env:
+        # a cold compile, as on a fresh node; a variant named NAME-warm reuses NAME's cache
+        # (a node that compiled these members before)
+        name = out.name.replace("-warm-", "-")
+        cache = out.with_name(f"{name}-inductor")
+        if name == out.name:
+            shutil.rmtree(cache, ignore_errors=True)
+        env = {**env, "TORCHINDUCTOR_CACHE_DIR": str(cache)}
     began = time.time()
     seconds, printed = run_command(
         [
@@ -303,13 +329,17 @@ def main() -> None:
     ensembles = {k: make_ensemble(work, k, args.backbone, args.size) for k in args.members}
     bounds, bound_rows = {}, []
     for k in args.members:
-        bounds[k] = {"eager": network_bound(ensembles[k], k, args.chunk, False)}
+        bounds[k] = {"eager": network_bound(ensembles[k], k, args.chunk)["video_fps"]}
         if not args.no_compiled_bound and torch.cuda.is_available():
-            bounds[k]["compiled"] = network_bound(ensembles[k], k, args.chunk, True)
+            compiled = network_bound(ensembles[k], k, args.chunk, compiled=True)
+            bounds[k]["compiled"] = compiled["video_fps"]
+            bounds[k]["compile_s"] = compiled["compile_s"]
         for chunk in args.bound_chunks:
-            for decode in (True, False):
-                rate = network_bound(ensembles[k], k, chunk, False, decode)
-                bound_rows.append({"K": k, "chunk": chunk, "decoding": decode, "video_fps": rate})
+            for fold, decode in ((True, True), (True, False), (False, True), (False, False)):
+                rate = network_bound(ensembles[k], k, chunk, decode=decode, fold=fold)
+                bound_rows.append(
+                    {"K": k, "chunk": chunk, "fold": fold, "decoding": decode, **rate}
+                )
         print(f"network bound K={k}: {bounds[k]}")
     results["network_bound"] = bounds
     results["network_bound_rows"] = bound_rows
@@ -326,7 +356,7 @@ def main() -> None:
             for k in args.members:
                 out = work / f"out-{name}-{variant}-k{k}"
                 run = track_command(ensembles[k], corpus, out, env, flags.split())
-                network = max(bounds[k].values())
+                network = max(bounds[k]["eager"], bounds[k].get("compiled", 0.0))
                 entry["track"][f"{variant}-k{k}"] = run
                 rows.append(
                     {
@@ -350,7 +380,7 @@ def main() -> None:
     results["rows"] = rows
     print()
     if bound_rows:
-        print_table(bound_rows, ["K", "chunk", "decoding", "video_fps"])
+        print_table(bound_rows, ["K", "chunk", "fold", "decoding", "video_fps"])
         print()
     columns = ["corpus", "variant", "K", "video_fps", "member_fps", "after_first", "startup_s"]
     columns += ["ray_s", "worker_s", "decode_bound", "net_eager", "net_compiled", "ratio_to_bound"]

@@ -29,6 +29,7 @@ COMMANDS = (
     "ensemble",
     "track",
     "smooth",
+    "export",
     "pipeline",
 )
 

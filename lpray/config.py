@@ -19,7 +19,7 @@ import yaml
 
 from lpray.errors import UserError
 
-BACKBONES = ("resnet18", "resnet34", "resnet50")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet18_w16", "resnet18_w32")
 
 
 class ConfigError(UserError, ValueError):

@@ -16,6 +16,7 @@ Layout of the run folder (``storage.path``)::
     config.yaml               the config the ensemble trains: the sweep's best, else the base
     ensemble/                 member-<k>/ and ensemble.json
     track/                    per-video tables, <video>.eks.csv, strips, summary.csv
+    truth/                    synthetic projects: trials' and ensemble's errors against truth
     report.html               one self-contained page
     stages/<stage>.json       done markers (sweep, ensemble, track, report), written last
 
@@ -513,9 +514,10 @@ def sweep_table(trials: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stage_report(spec: PipelineSpec, run_dir: Path | str) -> dict[str, Any]:
+    from lpray.report.evidence import add_evidence
     from lpray.report.html import write_report
 
-    path = write_report(run_dir, report_sections(spec, run_dir))
+    path = write_report(run_dir, add_evidence(report_sections(spec, run_dir), run_dir))
     return {"report": str(path)}
 
 

@@ -36,13 +36,20 @@ def make_member(
         values["data"]["view_groups"] = view_groups
     cfg = config_from_dict(values)
     torch.manual_seed(seed)
-    network = random_network(cfg, keypoint_names, "cpu")
+    network = random_network(cfg, keypoint_names, "cpu", fold=False)
     with torch.no_grad():
         for name, param in network.model.named_parameters():
             if "head" in name and name.endswith("weight"):
                 param.normal_(0.0, 0.05)
             if name == "temporal_weights":  # initialised to the centre frame: mix neighbours in
                 param.copy_(torch.softmax(torch.randn_like(param), dim=-1))
+        for module in network.model.modules():
+            # trained-looking BatchNorm statistics, so folding them for inference is exercised
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.normal_(0.0, 0.1)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0.0, 0.1)
     (model_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     save_config(cfg, model_dir / "config.yaml")
     save_checkpoint(network, model_dir / "checkpoints" / "best.ckpt")

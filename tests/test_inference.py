@@ -140,6 +140,28 @@ def test_every_member_equals_the_training_code_prediction(members, video):
         np.testing.assert_allclose(result.confidence[k], confidence, atol=1e-4)
 
 
+def test_compiled_members_share_one_graph_and_equal_eager(members):
+    """``compile_shared``: the members' weights are graph inputs, so two members of one
+    architecture are traced once (dynamo's counters), and each still gives its own keypoints."""
+    from torch._dynamo.utils import counters
+
+    from lpray.inference.network import compile_shared
+
+    frames = torch.randn(12, 3, 64, 64)
+    networks = [load_network(d, "cpu") for d in members["heatmap"]]
+    eager = [n.predict_sequence(frames) for n in networks]
+    assert (eager[0][0] - eager[1][0]).abs().max() > 0.1  # different members, different points
+    torch._dynamo.reset()
+    counters.clear()
+    assert compile_shared(networks, backend="eager") == 1
+    compiled = [n.predict_sequence(frames) for n in networks]
+    assert counters["stats"]["unique_graphs"] == 1
+    for (xy, conf), (xy_c, conf_c) in zip(eager, compiled):
+        torch.testing.assert_close(xy_c, xy, rtol=0, atol=1e-4)
+        torch.testing.assert_close(conf_c, conf, rtol=0, atol=1e-5)
+    torch._dynamo.reset()
+
+
 @pytest.mark.parametrize("members_used", [1, 3])
 def test_a_video_is_decoded_once_whatever_the_member_count(
     members, video, monkeypatch, members_used

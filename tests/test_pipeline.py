@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -16,22 +17,32 @@ from lpray.pipeline import STAGES, PipelineError, load_pipeline
 
 
 def write_pipeline(tmp_path: Path, project: Path, **changes: object) -> Path:
-    """A tiny pipeline: 2 trials x 1 epoch, 2 seeds x 1 epoch, the project's 1 test video."""
-    config = tiny_config(project, tmp_path / "model", training={"max_epochs": 1})
+    """A tiny pipeline: a supervised and a semi-supervised trial x 2 epochs, 2 seeds x 2 epochs,
+    the project's 1 test video. An untrained network's confidence stays below the temporal
+    loss's default threshold and its predictions barely move, so epsilon and threshold 0 make
+    the temporal loss act at all (the report warns when a loss never does)."""
+    # 2 epochs: an epoch's row of the sweep's epoch log carries the training losses of the
+    # epochs before it, so a 1-epoch trial logs none
+    config = tiny_config(project, tmp_path / "model", training={"max_epochs": 2})
+    config["model"]["backbone"] = "resnet18_w16"
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
     values = {
         "config": "tiny.yaml",
-        "overrides": ["losses.temporal.weight=0.01"],
+        "overrides": [
+            "losses.temporal.weight=0.01",
+            "losses.temporal.epsilon=0.0",
+            "losses.temporal.confidence_threshold=0.0",
+        ],
         "sweep": {
             "sweep": {
                 "name": "tiny",
-                "num_samples": 2,
-                "search": "random",
+                "num_samples": 1,
+                "search": "grid",
                 "scheduler": "fifo",
                 "max_concurrent_trials": 2,
-                "resources": {"workers": 1, "cpus_per_worker": 1, "trial_cpus": 0.01},
+                "resources": {"workers": 1, "cpus_per_worker": 0.99, "trial_cpus": 0.01},
             },
-            "parameters": {"losses.temporal.weight": {"loguniform": [1.0e-4, 1.0e-1]}},
+            "parameters": {"losses.temporal.weight": {"grid": [0.0, 0.03]}},
         },
         "ensemble": {"seeds": 2, "cpus_per_member": 1},
         "track": {"videos": None, "cpus_per_task": 1, "chunk_size": 16},
@@ -68,6 +79,51 @@ def check_run(run: Path) -> None:
     assert "No sweep ran" not in page
     assert page.count("data:image/png;base64,") >= 1 + len(strips)  # sweep plots + strips
     assert str(best["trial_id"]) in page and video in page
+    check_report_claims(run, trials, page, video)
+
+
+def check_report_claims(run: Path, trials: pd.DataFrame, page: str, video: str) -> None:
+    """What the report says about the sweep and the ensemble is what the run did."""
+    experiment = Path(json.loads((run / "stages" / "sweep.json").read_text())["experiment_dir"])
+    epochs = pd.read_csv(experiment / "report" / "epochs.csv")
+    supervised = trials[trials["loss_setting"] == "supervised"]
+    assert len(supervised) == 1, trials["loss_setting"]
+    for trial_id in trials.loc[trials["loss_setting"] != "supervised", "trial_id"]:
+        logged = epochs.loc[epochs["trial_id"] == trial_id, "train/temporal"]
+        assert (logged.fillna(0) > 0).any(), f"{trial_id}: the temporal loss never acted"
+    sweep = page[page.index('<section id="sweep">') : page.index('<section id="ensemble">')]
+    baseline = re.findall(r'<tr class="[^"]*\bbaseline\b[^"]*">(.*?)</tr>', sweep)
+    assert len(baseline) == 1 and f"<td>{supervised['trial_id'].iloc[0]}</td>" in baseline[0]
+    assert "supervised (baseline)" in sweep and "unsupervised share %" in sweep
+    assert "Settings to fix" not in page  # every switched-on loss acted
+    # The report's EKS error, recomputed here from the EKS table and the truth file alone.
+    eks = pd.read_csv(run / "track" / video / f"{video}.eks.csv", header=[0, 1, 2], index_col=0)
+    truth = pd.read_csv(
+        Path(trials["data.root"].iloc[0]) / "truth" / f"{video}.csv", header=[0, 1, 2], index_col=0
+    )
+    parts = list(dict.fromkeys(truth.columns.get_level_values(1)))
+    errors = []
+    for part in parts:
+        dx = (
+            eks.xs((part, "x"), axis=1, level=(1, 2)).iloc[:, 0]
+            - truth.xs((part, "x"), axis=1, level=(1, 2)).iloc[:, 0]
+        )
+        dy = (
+            eks.xs((part, "y"), axis=1, level=(1, 2)).iloc[:, 0]
+            - truth.xs((part, "y"), axis=1, level=(1, 2)).iloc[:, 0]
+        )
+        seen = truth.xs((part, "visible"), axis=1, level=(1, 2)).iloc[:, 0] > 0.5
+        errors.extend(((dx**2 + dy**2) ** 0.5)[seen])
+    expected = sum(errors) / len(errors)
+    ensemble = page[page.index('<section id="ensemble">') : page.index('<section id="tracking">')]
+    shown = float(re.search(r'<td>EKS</td><td class="num">([0-9.]+)</td>', ensemble)[1])
+    assert shown == pytest.approx(expected, abs=0.006)
+    for name in ("member-0", "member-1", "member median"):
+        assert f"<td>{name}</td>" in ensemble
+    table = pd.read_csv(experiment / "report" / "trials.csv")
+    scored = pd.read_csv(run / "truth" / "trials.csv")
+    assert set(scored["trial_id"]) == set(table["trial_id"])
+    assert scored["video_error_px"].notna().all()
 
 
 def test_pipeline_runs_every_stage_then_skips_them(

@@ -132,8 +132,12 @@ def sections(tmp_path_factory: pytest.TempPathFactory) -> ReportSections:
     return ReportSections(
         title="lpray report <test>",
         run_info={"config": "experiments/pipeline_synthetic.yaml", "storage": "s3://b/lpray"},
-        sweep_trials=sweep,
+        sweep_trials=sweep.assign(setting=["supervised (baseline)", *["semi: temporal"] * 4]),
         sweep_plots=[make_png(folder / "sweep.png", 1)],
+        sweep_warnings=[
+            "trial t4: losses.temporal.weight = 0.1, but its logged temporal loss was 0"
+        ],
+        headline={"EKS video error (px)": 4.22},
         ensemble_members=members,
         ensemble_comparison=comparison,
         ensemble_plots=[make_png(folder / "ensemble.png", 2)],
@@ -294,6 +298,7 @@ def test_chromium_renders_every_section_and_a_screenshot(report: Path, tmp_path:
     assert list(parsed.sections) == list(SECTIONS)
     assert parsed.sections["tracking"]["rows"] == [4]
     assert len(parsed.images) == 4
+    assert "Settings to fix" in "".join(parsed.sections["sweep"]["text"])
     assert console_errors(dom.stderr) == []
 
     shot = tmp_path / "report.png"
@@ -312,3 +317,74 @@ def test_chromium_console_check_can_fail(tmp_path: Path) -> None:
     page.write_text('<!DOCTYPE html><p>x</p><script>throw new Error("boom")</script>')
     run = chromium(tmp_path, "--dump-dom", page.as_uri())
     assert any("boom" in line for line in console_errors(run.stderr))
+
+
+# ---------------------------------------------------------------- why a number is what it is
+
+
+def test_loss_activity_marks_the_baseline_shares_and_never_active_losses() -> None:
+    from lpray.report.losses import SUPERVISED_SETTING, loss_activity
+
+    trials = pd.DataFrame(
+        {
+            "trial_id": ["sup", "t", "dead", "tp"],
+            "losses.temporal.weight": [0.0, 0.01, 0.01, 0.01],
+            "losses.pca_multiview.weight": [0.0, 0.0, 0.0, 0.01],
+        }
+    )
+    rows = []
+    for trial, temporal, pca in (("sup", 0, 0), ("t", 2.0, 0), ("dead", 0.0, 0), ("tp", 1.0, 3.0)):
+        for epoch in range(2):
+            w_t, w_p = 0.01 * temporal, 0.01 * pca
+            rows.append(
+                {
+                    "trial_id": trial,
+                    "epoch": epoch,
+                    "train/supervised": 0.5,
+                    "train/temporal": temporal if trial != "sup" else np.nan,
+                    "train/temporal_weighted": w_t if trial != "sup" else np.nan,
+                    "train/pca_multiview": pca if trial == "tp" else np.nan,
+                    "train/pca_multiview_weighted": w_p if trial == "tp" else np.nan,
+                    "train/total": 0.5 + w_t + w_p,
+                }
+            )
+    activity, warnings = loss_activity(trials, pd.DataFrame(rows))
+    assert activity.loc["sup", "setting"] == SUPERVISED_SETTING
+    assert activity.loc["tp", "setting"] == "semi: temporal+pca_multiview"
+    assert activity.loc["sup", "unsupervised_share_%"] == 0
+    assert activity.loc["t", "temporal_share_%"] == pytest.approx(100 * 0.02 / 0.52)
+    expected = 100 * (0.01 + 0.03) / 0.54
+    assert activity.loc["tp", "unsupervised_share_%"] == pytest.approx(expected)
+    assert len(warnings) == 1 and "trial dead" in warnings[0]
+    assert "losses.temporal.epsilon" in warnings[0]
+    # Without a supervised trial the report says that nothing shows what the losses add.
+    _, warnings = loss_activity(trials.iloc[1:], pd.DataFrame(rows))
+    assert any("no trial is supervised" in w for w in warnings)
+
+
+def test_sweep_warnings_and_baseline_are_rendered(sections: ReportSections) -> None:
+    from dataclasses import replace
+
+    page = render_report(replace(sections, sweep_warnings=["trial t1: <never> acted"]))
+    sweep = page[page.index('<section id="sweep">') : page.index('<section id="ensemble">')]
+    assert "Settings to fix" in sweep and "trial t1: &lt;never&gt; acted" in sweep
+    marked = sweep[sweep.index('class="baseline"') :]
+    assert "<td>t0</td>" in marked[: marked.index("</tr>")]
+    assert sweep.count('class="baseline"') == 1
+    assert "settings to fix" in page[: page.index("<main>")]  # counted at a glance
+
+
+def test_truth_error_is_the_mean_over_visible_keypoints(tmp_path: Path) -> None:
+    from lpray.report.truth import VideoTruth, pixel_error
+
+    xy = np.zeros((3, 2, 2))
+    visible = np.array([[True, True], [True, False], [True, True]])
+    truth = VideoTruth("v", "v.mp4", xy, visible, ("a", "b"))
+    predicted = xy.copy()
+    predicted[:, 0, 0] = 3.0  # a: 3 px off on every frame
+    predicted[:, 1] = [[0, 4], [100, 100], [0, 4]]  # b: 4 px off where visible, far where hidden
+    assert pixel_error(predicted, ["a", "b"], truth) == pytest.approx((3 * 3 + 2 * 4) / 5)
+    # keypoints are matched by name, not position; unknown names are ignored
+    assert pixel_error(predicted[:, ::-1], ["b", "a"], truth) == pytest.approx(17 / 5)
+    with pytest.raises(ValueError, match="frames"):
+        pixel_error(predicted[:2], ["a", "b"], truth)

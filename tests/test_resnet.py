@@ -33,3 +33,20 @@ def test_registry_builds_every_resnet_without_torchvision_weights():
     assert set(LAYOUTS) <= set(available_backbones())
     trunk, channels = build_backbone("resnet18")
     assert channels == 512 and trunk(torch.randn(1, 3, 64, 64)).shape == (1, 512, 2, 2)
+
+
+def test_reduced_width_resnet18_scales_every_stage_and_has_no_imagenet_weights():
+    from lpray.config import load_config
+    from lpray.models.backbones import PretrainedWeightsUnavailable, check_pretrained_cached
+
+    full = sum(p.numel() for p in build_backbone("resnet18")[0].parameters())
+    for name, width in (("resnet18_w16", 16), ("resnet18_w32", 32)):
+        trunk, channels = build_backbone(name)
+        assert channels == 8 * width
+        assert trunk(torch.randn(1, 3, 64, 64)).shape == (1, 8 * width, 2, 2)
+        # convolution weights dominate, and each scales with width squared
+        count = sum(p.numel() for p in trunk.parameters())
+        assert count == pytest.approx(full * (width / 64) ** 2, rel=0.01)
+        with pytest.raises(PretrainedWeightsUnavailable, match=f"{name}.*pretrained=false"):
+            check_pretrained_cached(name)
+        assert load_config(None, [f"model.backbone={name}"]).model.backbone == name

@@ -149,9 +149,6 @@ def test_local_copy_fetches_what_prediction_needs_and_a_retrained_model_anew(s3,
 # -- the pipeline, Ray Train and an outage, with the bucket as the only storage ----------------
 
 SECRET = os.environ["AWS_SECRET_ACCESS_KEY"]
-# test_pipeline's config overrides plus a frozen backbone: checkpoints without Adam's state for
-# it, a third of the bytes through the in-process test server (134 MB -> ~45 MB a checkpoint).
-LIGHT = {"overrides": ["losses.temporal.weight=0.01", "training.unfreeze_epoch=5"]}
 
 
 def stored_listing(s3, prefix: str) -> dict[str, str]:
@@ -240,10 +237,14 @@ def test_ray_train_worker_killed_resumes_from_the_checkpoint_in_the_bucket(
     from lpray.config import config_from_dict
     from lpray.train.distributed import train_distributed
 
-    # A frozen backbone keeps Adam's state out of the checkpoints: a third of the bytes through
-    # the in-process test server (ResNet-18 with its optimizer state is 134 MB).
-    training = {"max_epochs": 2, "unfreeze_epoch": 5}
-    values = tiny_config(tiny_project, tmp_path / "model", training=training)
+    # the narrow ResNet-18 of test_pipeline: small checkpoints through the in-process server
+    # (ResNet-18's with its optimizer state is 134 MB)
+    values = tiny_config(
+        tiny_project,
+        tmp_path / "model",
+        training={"max_epochs": 2},
+        model={"backbone": "resnet18_w16"},
+    )
     storage, marker = "s3://lpray-test/train-runs", tmp_path / "killed"
     ray.cloudpickle.register_pickle_by_value(td)  # workers cannot import the test modules
     try:
@@ -294,7 +295,6 @@ def test_store_down_mid_upload_then_back_the_rerun_redoes_the_stage_and_loses_no
         sweep=None,
         ensemble={"seeds": 1, "cpus_per_member": 1},
         storage={"path": f"s3://{run}"},
-        **LIGHT,
     )
     member = f"{run}/ensemble/member-0"
     spec = load_pipeline(path)
@@ -377,21 +377,20 @@ def test_job_submit_runs_the_pipeline_on_two_nodes_in_a_bucket(
     from test_pipeline import write_pipeline
 
     run = "lpray-test/pipeline-2n"
-    path = write_pipeline(tmp_path, tiny_project, storage={"path": f"s3://{run}"}, **LIGHT)
+    path = write_pipeline(tmp_path, tiny_project, storage={"path": f"s3://{run}"})
     # Half-CPU sweep workers: a trial holds 0.01 CPU on its node, so with one trial on each
     # 1-CPU node a 1-CPU worker fits on neither and the sweep waits forever.
     half = "sweep.resources.cpus_per_worker=0.5"
-    one = "sweep.num_samples=1"  # one trial: the sweep's storage is what is tested here
     with two_node_cluster(dashboard=True, worker_ports=40) as cluster:
         started = time.perf_counter()
-        logs = submit(cluster, "lpray-s3-first", path, half, one)
+        logs = submit(cluster, "lpray-s3-first", path, half)
         first_s = time.perf_counter() - started
-        markers = check_stored_run(s3, run, trials=1, members=2)
+        markers = check_stored_run(s3, run, trials=2, members=2)
         members = json.loads(s3.cat(f"{run}/ensemble/ensemble.json"))["members"]
         assert len({m["node_id"] for m in members}) == 2, members  # both nodes uploaded one
         before = stored_listing(s3, run)
         started = time.perf_counter()
-        again = submit(cluster, "lpray-s3-again", path, half, one)
+        again = submit(cluster, "lpray-s3-again", path, half)
         again_s = time.perf_counter() - started
     assert again.count("skipped (done before)") == len(STAGES), again[-3000:]
     assert stored_listing(s3, run) == before  # nothing relaunched, no object rewritten

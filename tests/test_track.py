@@ -21,6 +21,7 @@ from conftest import tiny_config
 from lpray import cli
 from lpray.config import config_from_dict
 from lpray.data.synthetic import load_synthetic_project
+from lpray.data.video import validate_video
 from lpray.ensemble.run import MemberResources, train_ensemble
 from lpray.inference.network import load_network
 from lpray.inference.video import predict_video_arrays
@@ -122,7 +123,9 @@ def test_ray_outputs_match_single_process_prediction_and_eks(ensemble, corpus, t
     """The task chain must write exactly what predicting and smoothing by hand gives."""
     video = sorted(p for p in corpus.glob("*.mp4") if p.stem != "broken")[0]
     out = tmp_path / "one"
-    track_corpus(ensemble, [str(video)], out, TrackSettings(overlay="video"), HALF_CPU, False)
+    formats = ("csv", "parquet", "h5", "nwb")
+    settings = TrackSettings(overlay="video", formats=formats)
+    track_corpus(ensemble, [str(video)], out, settings, HALF_CPU, False)
     folder = out / video.stem
     tables = []
     for k in (0, 1):
@@ -139,6 +142,21 @@ def test_ray_outputs_match_single_process_prediction_and_eks(ensemble, corpus, t
     np.testing.assert_allclose(
         smoothed.to_numpy(float), expected.to_numpy(float), rtol=1e-6, atol=1e-6
     )
+    # the other formats hold the same EKS table (DLC's h5 layout; NWB: x, y and likelihood)
+    h5 = pd.read_hdf(folder / f"{video.stem}.eks.h5", "df_with_missing")
+    pd.testing.assert_frame_equal(h5, smoothed, check_names=False, check_index_type=False)
+    from pynwb import NWBHDF5IO
+
+    with NWBHDF5IO(str(folder / f"{video.stem}.eks.nwb"), "r") as io:
+        estimation = io.read().processing["behavior"]["PoseEstimation"]
+        fps = validate_video(str(video)).fps
+        assert fps > 1  # the video's own rate, not the writer's fallback
+        smoothed_xy, likelihood = table_to_arrays(smoothed)
+        for k, name in enumerate(estimation.skeleton.nodes[:]):
+            series = estimation.pose_estimation_series[name]
+            np.testing.assert_allclose(series.data[:], smoothed_xy[:, k])
+            np.testing.assert_allclose(series.confidence[:], likelihood[:, k])
+            assert series.rate == pytest.approx(fps)
     import av
 
     with av.open(str(folder / f"{video.stem}.labeled.mp4")) as container:

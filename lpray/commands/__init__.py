@@ -15,3 +15,26 @@ def seconds_since_start() -> float | None:
     except (OSError, IndexError, ValueError):
         return None
     return uptime - started_ticks / os.sysconf("SC_CLK_TCK")
+
+
+def add_format_argument(parser) -> None:
+    """``--format csv,parquet,h5,nwb``: the table formats a command writes."""
+
+    def formats(text: str) -> tuple[str, ...]:
+        import argparse
+
+        from lpray.io.formats import FormatError, parse_formats
+
+        try:
+            return parse_formats(text)
+        except FormatError as error:
+            raise argparse.ArgumentTypeError(str(error)) from error
+
+    parser.add_argument(
+        "--format",
+        dest="formats",
+        type=formats,
+        default=("csv", "parquet"),
+        help="comma-separated table formats: csv, parquet, h5 (DeepLabCut), nwb (ndx-pose); "
+        "default csv,parquet",
+    )

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lpray.commands import seconds_since_start
+from lpray.commands import add_format_argument, seconds_since_start
 from lpray.options import BACKENDS, PRECISIONS
 
 NAME = "predict"
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch.compile the network (about a minute once; faster on long videos)",
     )
+    add_format_argument(parser)
     parser.add_argument(
         "--precision",
         default="auto",
@@ -84,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
                     backend=args.backend,
                     chunk_size=args.chunk_size,
                     decoders=args.decoders,
+                    formats=args.formats,
                 )
             print(
                 f"{path}: {stats['frames']} frames at {stats['frames_per_second']:.1f} frames/s "

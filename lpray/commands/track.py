@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from lpray.commands import seconds_since_start
+from lpray.commands import add_format_argument, seconds_since_start
 from lpray.options import BACKENDS, OVERLAYS, PRECISIONS
 
 NAME = "track"
@@ -79,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         choices=list(OVERLAYS),
         help="labeled output per video: PNG strip of sample frames, labeled mp4, both, none",
     )
+    add_format_argument(parser)
     parser.add_argument(
         "--max-retries", type=int, default=3, help="retries of a task whose worker died"
     )
@@ -110,6 +111,7 @@ def run(args: argparse.Namespace) -> int:
             compile=args.compile,
             precision=args.precision,
             overlay=args.overlay,
+            formats=args.formats,
         ),
         TaskResources(
             args.cpus_per_task,

@@ -54,6 +54,7 @@ class RangePrediction:
         first_chunk_seconds: from the call to the first decoded chunk (decoder start-up).
         first_chunk_at: when that chunk arrived (``time.time()``), to relate it to a command's
             start.
+        fps: the video's nominal frame rate.
     """
 
     xy: np.ndarray
@@ -65,6 +66,7 @@ class RangePrediction:
     seconds: float
     first_chunk_seconds: float
     first_chunk_at: float
+    fps: float | None = None
 
 
 def default_chunk(device_type: str) -> int:
@@ -188,4 +190,5 @@ def predict_range(
         seconds=time.perf_counter() - started,
         first_chunk_seconds=first_chunk[0],
         first_chunk_at=first_chunk[1],
+        fps=info.fps,
     )

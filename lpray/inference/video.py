@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,9 @@ import torch
 
 from lpray.inference.engine import predict_range
 from lpray.inference.network import PoseNetwork
+from lpray.io.formats import DEFAULT_FORMATS, PoseMeta, save_pose
 from lpray.io.storage import atomic_write, join
-from lpray.io.tables import arrays_to_table, write_pose_csv, write_pose_parquet
+from lpray.io.tables import arrays_to_table
 from lpray.metrics import temporal_norm
 
 
@@ -49,14 +51,15 @@ def write_video_outputs(
     xy: np.ndarray,
     confidence: np.ndarray,
     scorer: str = "lpray",
+    formats: Sequence[str] = DEFAULT_FORMATS,
+    meta: PoseMeta | None = None,
 ) -> list[str]:
-    """Write ``<stem>.csv``, ``<stem>.parquet`` and ``<stem>.metrics.csv``; returns the paths."""
+    """Write ``<stem>.<format>`` for each of ``formats`` (:mod:`lpray.io.formats`) and
+    ``<stem>.metrics.csv``; returns the paths."""
     table = arrays_to_table(xy, network.keypoint_names, confidence, scorer=scorer)
-    paths = [join(out_dir, f"{stem}.csv"), join(out_dir, f"{stem}.parquet")]
-    write_pose_csv(table, paths[0])
-    write_pose_parquet(table, paths[1])
+    paths = save_pose(table, join(out_dir, stem), formats, meta)
     paths.append(join(out_dir, f"{stem}.metrics.csv"))
-    with atomic_write(paths[2], "w") as handle:
+    with atomic_write(paths[-1], "w") as handle:
         video_metrics(network, xy).to_csv(handle, index_label="frame")
     return paths
 
@@ -68,8 +71,9 @@ def predict_video(
     backend: str = "auto",
     chunk_size: int | None = None,
     decoders: int | None = None,
+    formats: Sequence[str] = DEFAULT_FORMATS,
 ) -> dict[str, float]:
-    """Predict every frame; write ``<stem>.csv``, ``<stem>.parquet``, ``<stem>.metrics.csv``.
+    """Predict every frame; write ``<stem>.<format>`` for each format and ``<stem>.metrics.csv``.
 
     Returns:
         ``frames``, ``seconds`` (prediction), ``frames_per_second``, ``first_chunk_seconds``
@@ -81,7 +85,8 @@ def predict_video(
     )
     xy, confidence = result.xy[0], result.confidence[0]
     stem = Path(video).name.rsplit(".", 1)[0]
-    write_video_outputs(network, stem, str(out_dir), xy, confidence)
+    meta = PoseMeta(str(video), result.fps, f"lpray predict of {network.model_dir or 'a network'}")
+    write_video_outputs(network, stem, str(out_dir), xy, confidence, formats=formats, meta=meta)
     return {
         "frames": len(xy),
         "seconds": result.seconds,

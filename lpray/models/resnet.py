@@ -71,18 +71,24 @@ LAYOUTS: dict[str, tuple[type[nn.Module], tuple[int, int, int, int]]] = {
 }
 
 
-def resnet_trunk(name: str) -> tuple[nn.Sequential, int]:
+def resnet_trunk(name: str, width: int = 64) -> tuple[nn.Sequential, int]:
     """The stride-32 feature trunk of ``name`` (conv1 .. layer4, no pooling or classifier) and
-    its output channels, randomly initialised as torchvision initialises the whole network."""
+    its output channels, randomly initialised as torchvision initialises the whole network.
+
+    ``width`` is the stem's channel count (torchvision: 64); every stage scales with it, so
+    ``width=16`` has 1/16 of the parameters and roughly 1/16 of the multiply-adds (no ImageNet
+    weights exist for it).
+    """
     block, counts = LAYOUTS[name]
     stem = [
-        nn.Conv2d(3, 64, 7, 2, 3, bias=False),
-        nn.BatchNorm2d(64),
+        nn.Conv2d(3, width, 7, 2, 3, bias=False),
+        nn.BatchNorm2d(width),
         nn.ReLU(inplace=True),
         nn.MaxPool2d(3, 2, 1),
     ]
-    inputs, layers = 64, []
-    for planes, count, stride in zip((64, 128, 256, 512), counts, (1, 2, 2, 2)):
+    inputs, layers = width, []
+    stages = (width, 2 * width, 4 * width, 8 * width)
+    for planes, count, stride in zip(stages, counts, (1, 2, 2, 2)):
         blocks = []
         for k in range(count):
             downsample = None

@@ -48,12 +48,20 @@ class ReportSections:
         against the same error columns.
       tracking_videos: one row per video: ``video``, ``status``, ``frames``, ``mean_confidence``,
         ``mean_posterior_variance``, ``seconds``, ``error`` (text of a failure, else empty).
+    A ``setting`` column in sweep_trials whose value starts with "supervised" marks that row as
+    the supervised baseline. ``sweep_warnings`` are settings the user must fix (shown in a box
+    above the trials); ``sweep_notes`` explain the columns; ``headline`` adds cards to the
+    numbers at a glance.
     """
 
     title: str = "lpray pipeline report"
     run_info: Mapping[str, Any] | None = None
     sweep_trials: pd.DataFrame | None = None
     sweep_plots: Sequence[str | Path] = field(default_factory=list)
+    sweep_warnings: Sequence[str] = field(default_factory=list)
+    sweep_notes: Sequence[str] = field(default_factory=list)
+    headline: Mapping[str, Any] | None = None
+    ensemble_notes: Sequence[str] = field(default_factory=list)
     ensemble_members: pd.DataFrame | None = None
     ensemble_comparison: pd.DataFrame | None = None
     ensemble_plots: Sequence[str | Path] = field(default_factory=list)
@@ -117,9 +125,21 @@ def _sweep_section(s: ReportSections) -> str:
         trials = _sort_by(s.sweep_trials, "best_val_pixel_error")
         body.append(
             f"<p>{len(trials)} trial{'s' if len(trials) != 1 else ''}; the best one (lowest "
-            "validation pixel error) is highlighted.</p>"
+            "validation pixel error) is highlighted"
+            + ("; the supervised baseline is marked." if _baseline_rows(trials) else ".")
+            + "</p>"
         )
-        body.append(_table(trials, best_by="best_val_pixel_error", caption="Trials"))
+    body.append(_warnings(s.sweep_warnings))
+    if not _empty(s.sweep_trials):
+        body.append(
+            _table(
+                trials,
+                best_by="best_val_pixel_error",
+                caption="Trials",
+                marked=_baseline_rows(trials),
+            )
+        )
+    body.extend(f'<p class="explain">{_e(note)}</p>' for note in s.sweep_notes)
     body.append(_figures(s.sweep_plots))
     return _section("sweep", "Sweep", body)
 
@@ -135,6 +155,7 @@ def _ensemble_section(s: ReportSections) -> str:
         body.append(
             _table(s.ensemble_comparison, caption="Ensemble against its members", index=True)
         )
+    body.extend(f'<p class="explain">{_e(note)}</p>' for note in s.ensemble_notes)
     body.append(_figures(s.ensemble_plots))
     return _section("ensemble", "Ensemble", body)
 
@@ -207,6 +228,9 @@ def _glance(s: ReportSections) -> str:
         errors = videos["error"] if "error" in videos.columns else [""] * len(videos)
         bad = sum(_is_failure(st, er) for st, er in zip(_status_column(videos), errors))
         cards.append(("videos tracked", f"{len(videos) - bad} / {len(videos)}"))
+    cards.extend((str(k), _fmt(v)) for k, v in (s.headline or {}).items())
+    if s.sweep_warnings:
+        cards.append(("settings to fix", str(len(s.sweep_warnings))))
     if not cards:
         return ""
     inner = "".join(
@@ -231,14 +255,34 @@ def _not_run(sid: str, title: str, note: str) -> str:
     return _section(sid, title, [f'<p class="note">Not run. {_e(note)}</p>'])
 
 
+def _warnings(items: Sequence[str]) -> str:
+    """Settings a user must fix before the numbers mean what they seem to (a yellow box)."""
+    if not items:
+        return ""
+    rows = "".join(f"<li>{_e(item)}</li>" for item in items)
+    return f'<div class="warn"><strong>Settings to fix</strong><ul>{rows}</ul></div>'
+
+
+def _baseline_rows(frame: pd.DataFrame) -> set[int]:
+    """Positions of the rows whose ``setting`` is the supervised baseline."""
+    if "setting" not in frame.columns:
+        return set()
+    values = [str(v).lower() for v in frame["setting"]]
+    return {i for i, v in enumerate(values) if v.startswith("supervised")}
+
+
 def _table(
     frame: pd.DataFrame,
     *,
     caption: str,
     best_by: str | None = None,
     index: bool = False,
+    marked: set[int] | None = None,
 ) -> str:
-    """An HTML table; numbers right-aligned and rounded, statuses coloured, best row marked."""
+    """An HTML table; numbers right-aligned and rounded, statuses coloured, best row marked.
+
+    ``marked``: row positions drawn as the baseline (class ``baseline``).
+    """
     data = frame.reset_index() if index else frame.reset_index(drop=True)
     best_row = None
     if best_by and best_by in data.columns:
@@ -264,7 +308,8 @@ def _table(
                 classes.append(_status_class(value))
             cls = f' class="{" ".join(classes)}"' if classes else ""
             cells.append(f"<td{cls}>{_e(_fmt(value, wide.get(col)))}</td>")
-        row_cls = ' class="best"' if i == best_row else ""
+        names = (["best"] if i == best_row else []) + (["baseline"] if i in (marked or ()) else [])
+        row_cls = f' class="{" ".join(names)}"' if names else ""
         rows.append(f"<tr{row_cls}>{''.join(cells)}</tr>")
     return (
         f'<div class="table-wrap"><table>\n<caption>{_e(caption)}</caption>\n'
@@ -444,6 +489,12 @@ td.status-ok { color: var(--good); font-weight: 600; }
 td.status-bad { color: var(--bad); font-weight: 600; }
 td.status-other { color: var(--muted); }
 .bad { color: var(--bad); }
+tr.baseline td:first-child { border-left: 4px solid var(--muted); }
+tr.baseline { font-style: italic; }
+.warn { border: 1px solid #d4a72c; background: #fff8c5; border-radius: 8px; padding: 8px 14px;
+  margin: 8px 0 12px; }
+.warn ul { margin: 4px 0 0; padding-left: 20px; }
+.explain { color: var(--muted); font-size: 14px; max-width: 900px; }
 .failures details { border: 1px solid #f5c2c7; background: #fff5f5; border-radius: 8px;
   padding: 6px 12px; margin: 0 0 8px; }
 .failures summary { font-weight: 600; cursor: pointer; }

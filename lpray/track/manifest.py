@@ -73,9 +73,6 @@ class VideoJob:
         """``OUT/<key>/<key><suffix>``, e.g. ``file(".eks.csv")``."""
         return join(self.folder, f"{self.key}{suffix}")
 
-    def member_table(self, index: int, extension: str) -> str:
-        return self.file(f".rng={index}.{extension}")
-
     @property
     def done_path(self) -> str:
         return join(self.folder, DONE)

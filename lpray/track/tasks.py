@@ -31,8 +31,9 @@ import pandas as pd
 
 from lpray.data.video import VideoInfo
 from lpray.ensemble.raywork import limit_torch_threads, node_id
+from lpray.io.formats import DEFAULT_FORMATS, PoseMeta, parse_formats, save_pose
 from lpray.io.storage import local_copy, local_file
-from lpray.io.tables import arrays_to_table, write_pose_csv, write_pose_parquet
+from lpray.io.tables import arrays_to_table
 from lpray.options import BACKENDS, OVERLAYS, PRECISIONS
 from lpray.track.manifest import VideoJob, write_done
 
@@ -49,10 +50,12 @@ class TrackSettings:
         segment_frames: videos longer than this are cut into segments of about this many
             frames, predicted by any worker (one long video can use several GPUs) and stitched;
             0 never cuts.
-        compile: ``torch.compile`` each member (CUDA; about a minute once per worker).
+        compile: ``torch.compile`` the members, one graph for all (CUDA; compiled once per
+            worker on its first chunk).
         precision: ``auto`` (bf16 on a GPU), ``bf16`` or ``fp32``.
         overlay: ``strip`` (PNG of sample frames), ``video`` (labeled mp4), ``both`` or ``none``.
         strip_frames: frames in the PNG strip.
+        formats: table formats of the member and EKS outputs (:mod:`lpray.io.formats`).
         view_groups: multi-view body parts; non-empty selects the multi-view EKS.
         members: the ensemble's member names, recorded in ``done.json`` (a video finished by
             other members is redone).
@@ -67,6 +70,7 @@ class TrackSettings:
     precision: str = "auto"
     overlay: str = "strip"
     strip_frames: int = 6
+    formats: tuple[str, ...] = DEFAULT_FORMATS
     view_groups: list[list[str]] = field(default_factory=list)
     members: list[str] = field(default_factory=list)
 
@@ -77,6 +81,7 @@ class TrackSettings:
                 raise ValueError(
                     f"{name} must be one of {list(allowed)}, got {getattr(self, name)!r}"
                 )
+        object.__setattr__(self, "formats", parse_formats(self.formats))  # "csv,h5" too
         if self.chunk_size is not None and self.chunk_size < 1:
             raise ValueError(
                 f"chunk size (--chunk-size, track.chunk_size) must be >= 1, got {self.chunk_size}"
@@ -131,7 +136,7 @@ class TrackWorker:
         self, model_dirs: list[str], settings: TrackSettings, device: str | None = None
     ) -> None:
         self.created_at = time.time()
-        from lpray.inference.network import load_network
+        from lpray.inference.network import compile_shared, load_network
 
         limit_torch_threads()
         self.settings = settings
@@ -142,6 +147,8 @@ class TrackWorker:
             )
             for d in model_dirs
         ]
+        if settings.compile:  # one graph for every member (compiled on the first chunk)
+            compile_shared(self.networks)
         self.lock = threading.Lock()
         self.ready_at = time.time()
 
@@ -197,6 +204,7 @@ class TrackWorker:
             "worker_created_at": self.created_at,
             "worker_ready_at": self.ready_at,
             "decode_passes": result.decode_passes,
+            "fps": info.fps if info is not None else None,
             "node_id": node_id(),
             "worker": os.getpid(),
         }
@@ -272,17 +280,16 @@ def smooth_video(
     members = list(settings.members) or [f"member-{k}" for k in range(len(xy))]
     tables = []
     files = []
+    fps = segments[0].get("fps")
     for index, member in enumerate(members):
         table = arrays_to_table(xy[index], names, confidence[index], scorer=member)
-        for extension, write in (("csv", write_pose_csv), ("parquet", write_pose_parquet)):
-            write(table, job.member_table(index, extension))
-            files.append(job.member_table(index, extension))
+        meta = PoseMeta(job.path, fps, f"ensemble member {member}")
+        files += save_pose(table, job.file(f".rng={index}"), settings.formats, meta)
         tables.append(table)
     smoothed, params = _smooth(tables, settings)
-    write_pose_csv(smoothed, job.file(".eks.csv"))
-    write_pose_parquet(smoothed, job.file(".eks.parquet"))
+    meta = PoseMeta(job.path, fps, f"EKS over {len(members)} members")
+    files = [*save_pose(smoothed, job.file(".eks"), settings.formats, meta), *files]
     smoothed_xy, _ = table_to_arrays(smoothed)
-    files = [job.file(".eks.csv"), job.file(".eks.parquet"), *files]
     files += _write_overlays(job, smoothed_xy, settings)
     smooth_seconds = time.perf_counter() - started
     predict_seconds = sum(r["seconds"] for r in segments)
