@@ -7,11 +7,13 @@ starting a local one. From the repository root::
     ray job submit --address http://HEAD:8265 --working-dir . \\
         --runtime-env cluster/runtime_env.yaml -- \\
         python experiments/submit_pipeline.py experiments/pipeline_synthetic.yaml \\
-        storage.path=/shared/runs/pipeline-synthetic
+        storage.path=s3://YOUR-BUCKET/lpray/runs/pipeline-synthetic
 
-Give an absolute ``storage.path`` on a shared filesystem (a relative one lands in the job's
-temporary working-dir copy; the ensemble members and video tasks of every node write there).
-Submitting the same command again skips the stages that finished and resumes the others.
+Give ``storage.path`` as a bucket URL (``s3://``, ``gs://``, any fsspec URL; every node reads and
+writes it with its own credentials) or an absolute path on a filesystem mounted on every node (a
+relative one lands in the job's temporary working-dir copy on the head, which the other nodes
+do not see). Submitting the same command again skips the stages that finished and resumes the
+others.
 """
 
 from __future__ import annotations

@@ -386,11 +386,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     values: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
+        from lpray.io.storage import exists, is_local, read_text
+
+        # a local path, or a URL (the config a pipeline stage stored in a bucket)
+        path = Path(path) if is_local(path) else str(path)
+        if not (path.is_file() if isinstance(path, Path) else exists(path)):
             raise FileNotFoundError(f"{path}: config file not found")
         try:
-            values = yaml.safe_load(path.read_text()) or {}
+            values = yaml.safe_load(read_text(path)) or {}
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML ({err})") from err
         if not isinstance(values, dict):

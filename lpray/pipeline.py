@@ -22,8 +22,16 @@ Layout of the run folder (``storage.path``)::
 
 Every stage is skipped when its marker exists; an interrupted stage resumes (the sweep from its
 Tune state, the ensemble's finished members and the corpus's finished videos are kept).
-Storage: ``storage.path`` may be written as an fsspec URL (``s3://...``), but only local (or
-shared-filesystem) folders are run end to end for now: a URL is refused with a clear error.
+
+Storage: ``storage.path`` is a local folder (a shared filesystem on several nodes) or any fsspec
+URL (``s3://``, ``gs://``, ``az://``, ...). On a URL every stage reads and writes there, from
+whichever node runs the work: Tune and Ray Train through fsspec's filesystem for the URL (its
+endpoint and credentials from the environment: ``AWS_ENDPOINT_URL``, the standard credential
+chains), ensemble members uploaded by the nodes that train them, tracked videos by the nodes
+that smooth them; the driver's disk holds only caches (the ensemble fetched for tracking).
+Each object is written in one piece, and every record that says something is finished (a stage
+marker, a member's ``summary.json``, a video's ``done.json``) is written after what it vouches
+for, so an interrupted upload is redone by a rerun, never taken as finished.
 """
 
 from __future__ import annotations
@@ -42,7 +50,7 @@ import yaml
 
 from lpray.config import ConfigError, _build, apply_overrides, load_config, save_config
 from lpray.errors import UserError
-from lpray.io.storage import atomic_write, is_local
+from lpray.io.storage import atomic_write, exists, is_local, join, local_path, makedirs, read_text
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +91,7 @@ class TrackPipelineSettings:
 
 @dataclass
 class StorageSettings:
-    path: str = "outputs/pipeline"  # local folder (fsspec URLs parse, but are not run yet)
+    path: str = "outputs/pipeline"  # local folder, or a URL: s3://bucket/run, gs://..., any fsspec
 
 
 @dataclass
@@ -97,8 +105,11 @@ class PipelineSpec:
     storage: StorageSettings = field(default_factory=StorageSettings)
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.storage.path).expanduser().resolve()
+    def run_dir(self) -> Path | str:
+        """The run folder: an absolute local path, or the URL (no trailing ``/``)."""
+        if is_local(self.storage.path):
+            return local_path(self.storage.path).expanduser().resolve()
+        return self.storage.path.rstrip("/")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,12 +230,9 @@ def load_sweep_spec(spec: PipelineSpec, extra: list[str] | None = None) -> Any:
         raise SweepError(f"sweep (inline): {err}") from None
 
 
-def require_local(spec: PipelineSpec) -> None:
-    if not is_local(spec.storage.path):
-        raise PipelineError(
-            f"storage.path: {spec.storage.path} is a URL; the pipeline runs on local or "
-            "shared-filesystem folders only for now (e.g. storage.path=/shared/runs/NAME)"
-        )
+def at(run_dir: Path | str, *parts: str) -> Path | str:
+    """A path inside the run folder, of the run folder's kind (Path, or URL string)."""
+    return run_dir.joinpath(*parts) if isinstance(run_dir, Path) else join(run_dir, *parts)
 
 
 # ------------------------------------------------------------------------------- stages
@@ -240,8 +248,8 @@ class StageOutcome:
 
 @dataclass
 class PipelineResult:
-    run_dir: Path
-    report: Path
+    run_dir: Path | str
+    report: Path | str
     stages: list[StageOutcome]
 
     @property
@@ -249,16 +257,16 @@ class PipelineResult:
         return [s.name for s in self.stages if s.skipped]
 
 
-def marker_path(run_dir: Path, stage: str) -> Path:
-    return run_dir / "stages" / f"{stage}.json"
+def marker_path(run_dir: Path | str, stage: str) -> Path | str:
+    return at(run_dir, "stages", f"{stage}.json")
 
 
-def read_marker(run_dir: Path, stage: str) -> dict[str, Any] | None:
+def read_marker(run_dir: Path | str, stage: str) -> dict[str, Any] | None:
     path = marker_path(run_dir, stage)
-    return json.loads(path.read_text()) if path.is_file() else None
+    return json.loads(read_text(path)) if exists(path) else None
 
 
-def _write_json(path: Path, values: dict[str, Any]) -> None:
+def _write_json(path: Path | str, values: dict[str, Any]) -> None:
     with atomic_write(str(path), "w") as handle:
         json.dump(values, handle, indent=2, default=str)
 
@@ -274,12 +282,11 @@ def run_pipeline(
     labels and every labeled image of the config, and that the video patterns to track match.
     """
     log = log or logger.info
-    require_local(spec)
     run_dir = spec.run_dir
     check_inputs(spec, run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not (run_dir / "pipeline.yaml").is_file():
-        with atomic_write(str(run_dir / "pipeline.yaml"), "w") as handle:
+    makedirs(run_dir)
+    if not exists(at(run_dir, "pipeline.yaml")):
+        with atomic_write(at(run_dir, "pipeline.yaml"), "w") as handle:
             yaml.safe_dump(spec.to_dict(), handle, sort_keys=False)
     bodies = {
         "sweep": lambda: _stage_sweep(spec, run_dir),
@@ -302,10 +309,10 @@ def run_pipeline(
         record["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
         _write_json(marker_path(run_dir, stage), record)  # last: the stage is done
         outcomes.append(StageOutcome(stage, False, seconds, record))
-    return PipelineResult(run_dir, run_dir / "report.html", outcomes)
+    return PipelineResult(run_dir, at(run_dir, "report.html"), outcomes)
 
 
-def check_inputs(spec: PipelineSpec, run_dir: Path) -> None:
+def check_inputs(spec: PipelineSpec, run_dir: Path | str) -> None:
     """Check what the stages still to run read (labels, images, videos), before any writes."""
     from lpray.io.storage import expand
     from lpray.train.data import validate_inputs
@@ -319,36 +326,32 @@ def check_inputs(spec: PipelineSpec, run_dir: Path) -> None:
         expand(spec.track.videos)
 
 
-def _stage_sweep(spec: PipelineSpec, run_dir: Path) -> dict[str, Any]:
+def _stage_sweep(spec: PipelineSpec, run_dir: Path | str) -> dict[str, Any]:
     """Run (or resume) the sweep; write the config the ensemble trains: its best, or the base."""
     cfg = load_config(spec.config, spec.overrides)
+    config_path = str(at(run_dir, "config.yaml"))
     if spec.sweep is None:
-        save_config(cfg, str(run_dir / "config.yaml"))
-        return {"ran": False, "config": str(run_dir / "config.yaml")}
+        save_config(cfg, config_path)
+        return {"ran": False, "config": config_path}
     from lpray.tune.sweep import experiment_path, resume_sweep, run_sweep
 
-    storage = f"sweep.storage_path={run_dir / 'sweep'}"
+    storage = f"sweep.storage_path={at(run_dir, 'sweep')}"
     sweep_spec = load_sweep_spec(spec, [storage])
     experiment = experiment_path(sweep_spec)
-    if (Path(experiment) / "tuner.pkl").is_file():
+    if exists(join(experiment, "tuner.pkl")):
         experiment = resume_sweep(experiment)
     else:
         experiment = run_sweep(cfg, sweep_spec)
-    best = best_config_row(Path(experiment), sweep_spec.settings.metric, sweep_spec.settings.mode)
+    best = best_config_row(experiment, sweep_spec.settings.metric, sweep_spec.settings.mode)
     best_cfg = load_config(best["path"])
-    best_cfg.training.output_dir = str(run_dir / "ensemble")
-    save_config(best_cfg, str(run_dir / "config.yaml"))
-    return {
-        "ran": True,
-        "experiment_dir": experiment,
-        "best": best,
-        "config": str(run_dir / "config.yaml"),
-    }
+    best_cfg.training.output_dir = str(at(run_dir, "ensemble"))
+    save_config(best_cfg, config_path)
+    return {"ran": True, "experiment_dir": experiment, "best": best, "config": config_path}
 
 
-def best_config_row(experiment_dir: Path, metric: str, mode: str) -> dict[str, Any]:
+def best_config_row(experiment_dir: Path | str, metric: str, mode: str) -> dict[str, Any]:
     """The best exported config over all label counts (lowest best metric for mode=min)."""
-    index = pd.read_csv(experiment_dir / "report" / "best_configs.csv")
+    index = pd.read_csv(join(str(experiment_dir), "report", "best_configs.csv"))
     column = f"best_{metric}"
     index = index[index[column].notna()] if column in index else index.iloc[0:0]
     if index.empty:
@@ -360,15 +363,15 @@ def best_config_row(experiment_dir: Path, metric: str, mode: str) -> dict[str, A
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
 
 
-def _stage_ensemble(spec: PipelineSpec, run_dir: Path, progress: bool) -> dict[str, Any]:
+def _stage_ensemble(spec: PipelineSpec, run_dir: Path | str, progress: bool) -> dict[str, Any]:
     from lpray.ensemble.run import MemberResources, train_ensemble
 
-    cfg = load_config(run_dir / "config.yaml")
+    cfg = load_config(at(run_dir, "config.yaml"))
     e = spec.ensemble
     result = train_ensemble(
         cfg,
         e.seeds,
-        run_dir / "ensemble",
+        at(run_dir, "ensemble"),
         MemberResources(e.cpus_per_member, e.gpus_per_member, e.workers),
         vary_labels=e.vary_labels,
         max_retries=e.max_retries,
@@ -388,7 +391,7 @@ def _stage_ensemble(spec: PipelineSpec, run_dir: Path, progress: bool) -> dict[s
     }
 
 
-def default_videos(cfg_path: Path) -> list[str]:
+def default_videos(cfg_path: Path | str) -> list[str]:
     """The unseen test videos of the config's synthetic project."""
     from lpray.train.data import resolve_root
 
@@ -401,16 +404,16 @@ def default_videos(cfg_path: Path) -> list[str]:
     return videos
 
 
-def _stage_track(spec: PipelineSpec, run_dir: Path, progress: bool) -> dict[str, Any]:
+def _stage_track(spec: PipelineSpec, run_dir: Path | str, progress: bool) -> dict[str, Any]:
     from lpray.track.corpus import TaskResources, track_corpus
     from lpray.track.tasks import TrackSettings
 
     t = spec.track
-    videos = t.videos or default_videos(run_dir / "config.yaml")
+    videos = t.videos or default_videos(at(run_dir, "config.yaml"))
     result = track_corpus(
-        run_dir / "ensemble",
+        at(run_dir, "ensemble"),
         videos,
-        run_dir / "track",
+        at(run_dir, "track"),
         TrackSettings(
             smooth_param=t.smooth_param,
             chunk_size=t.chunk_size,
@@ -436,17 +439,19 @@ def _stage_track(spec: PipelineSpec, run_dir: Path, progress: bool) -> dict[str,
 # ------------------------------------------------------------------------------- report
 
 
-def report_sections(spec: PipelineSpec, run_dir: Path) -> Any:
-    """The HTML report's sections from what the stages wrote."""
+def report_sections(spec: PipelineSpec, run_dir: Path | str) -> Any:
+    """The HTML report's sections from what the stages wrote (local or at the run's URL)."""
+    from lpray.ensemble.manifest import read_manifest
+    from lpray.io.storage import matches
     from lpray.report.html import ReportSections
 
     sweep = read_marker(run_dir, "sweep") or {}
     sweep_trials, sweep_plots = None, []
     if sweep.get("ran"):
-        report = Path(sweep["experiment_dir"]) / "report"
-        sweep_trials = sweep_table(pd.read_parquet(report / "trials.parquet"))
-        sweep_plots = sorted(report.glob("*.png"))
-    manifest = json.loads((run_dir / "ensemble" / "ensemble.json").read_text())
+        report = join(sweep["experiment_dir"], "report")
+        sweep_trials = sweep_table(pd.read_parquet(join(report, "trials.parquet")))
+        sweep_plots = matches(join(report, "*.png"))
+    manifest = read_manifest(at(run_dir, "ensemble"))
     members = pd.DataFrame(
         [
             {
@@ -460,10 +465,10 @@ def report_sections(spec: PipelineSpec, run_dir: Path) -> Any:
             for m in manifest["members"]
         ]
     )
-    videos = pd.read_csv(run_dir / "track" / "summary.csv")
+    videos = pd.read_csv(str(at(run_dir, "track", "summary.csv")))
     videos = videos.rename(columns={"mean_posterior_var": "mean_posterior_variance"})
     videos["error"] = videos["error"].astype(object).fillna("")
-    strips = sorted((run_dir / "track").glob("*/*.labeled.png"))
+    strips = matches(str(at(run_dir, "track", "*", "*.labeled.png")))
     best = sweep.get("best") or {}
     info = {
         "run folder": str(run_dir),
@@ -479,7 +484,7 @@ def report_sections(spec: PipelineSpec, run_dir: Path) -> Any:
         "videos": len(videos),
     }
     return ReportSections(
-        title=f"lpray pipeline: {run_dir.name}",
+        title=f"lpray pipeline: {str(run_dir).rstrip('/').rsplit('/', 1)[-1]}",
         run_info=info,
         sweep_trials=sweep_trials,
         sweep_plots=sweep_plots,
@@ -508,7 +513,7 @@ def sweep_table(trials: pd.DataFrame) -> pd.DataFrame:
     return table
 
 
-def _stage_report(spec: PipelineSpec, run_dir: Path) -> dict[str, Any]:
+def _stage_report(spec: PipelineSpec, run_dir: Path | str) -> dict[str, Any]:
     from lpray.report.evidence import add_evidence
     from lpray.report.html import write_report
 

@@ -105,21 +105,82 @@ def ray_cluster() -> Any:
     ray.shutdown()
 
 
+class S3Server:
+    """moto's S3 server on 127.0.0.1:``port`` that can go down and come back, data kept.
+
+    moto keeps the buckets in module-level backends of this process, not in the HTTP server, so
+    stopping the listener (clients then get "connection refused", as from a store that is down)
+    and starting a new one on the same port serves the same objects again: measured, an object
+    written before ``stop()`` reads back after ``start()``. (moto's ``ThreadedMotoServer`` is the
+    same werkzeug server without the ``stop_on`` trigger.)
+    """
+
+    def __init__(self, port: int) -> None:
+        from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
+
+        self.port = port
+        self.app = DomainDispatcherApplication(create_backend_app)
+        self.trigger: Any = None
+        self.server: Any = None
+        self.thread: Any = None
+
+    def start(self) -> None:
+        import threading
+
+        from moto.moto_server.werkzeug_app import MotoRequestHandler
+        from werkzeug.serving import make_server
+
+        self.server = make_server(
+            "127.0.0.1", self.port, self._serve, threaded=True, request_handler=MotoRequestHandler
+        )
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+            self.thread.join()
+            self.server = None
+
+    def stop_on(self, predicate: Any) -> None:
+        """Go down at the first request for which ``predicate(method, path)`` is true; that
+        request is answered 503 and every later one refused, until :meth:`start`."""
+        self.trigger = predicate
+
+    def _serve(self, environ: dict[str, Any], start_response: Any) -> Any:
+        import threading
+
+        trigger = self.trigger
+        if trigger is not None and trigger(environ["REQUEST_METHOD"], environ["PATH_INFO"]):
+            self.trigger = None
+            threading.Thread(target=self.stop, daemon=True).start()
+            start_response("503 Service Unavailable", [("Content-Length", "0")])
+            return [b""]
+        return self.app(environ, start_response)
+
+
 @pytest.fixture(scope="session")
-def s3() -> Any:
-    """A real S3-protocol server (moto's server mode) on 127.0.0.1, for the whole session, with
-    an empty bucket ``lpray-test``; yields the s3fs filesystem talking to it."""
-    moto_server = pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
+def s3_server() -> Any:
+    """A real S3-protocol server (moto's, see :class:`S3Server`) for the whole session, at the
+    endpoint in ``AWS_ENDPOINT_URL``, with an empty bucket ``lpray-test``."""
+    pytest.importorskip("moto.server", reason="moto[server] is a test dependency")
     s3fs = pytest.importorskip("s3fs")
-    port = int(S3_ENDPOINT.rsplit(":", 1)[1])
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = S3Server(int(S3_ENDPOINT.rsplit(":", 1)[1]))
     server.start()
     try:
-        fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": S3_ENDPOINT})
-        fs.mkdir("lpray-test")
-        yield fs
+        s3fs.S3FileSystem(client_kwargs={"endpoint_url": S3_ENDPOINT}).mkdir("lpray-test")
+        yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(s3_server: S3Server) -> Any:
+    """The s3fs filesystem talking to the session's S3 server (bucket ``lpray-test``)."""
+    import s3fs
+
+    return s3fs.S3FileSystem(client_kwargs={"endpoint_url": S3_ENDPOINT})
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:

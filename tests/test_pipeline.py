@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,8 +14,6 @@ from conftest import tiny_config
 
 from lpray import cli
 from lpray.pipeline import STAGES, PipelineError, load_pipeline
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def write_pipeline(tmp_path: Path, project: Path, **changes: object) -> Path:
@@ -181,63 +177,5 @@ def test_bad_pipeline_keys_give_clear_errors(
     assert not (tmp_path / "run").exists()
 
 
-JOB_TIMEOUT_S = 300  # about 2 minutes on 2 idle cores; bounded so a hang fails with the job's log
-
-
-@pytest.mark.slow
-def test_job_submit_runs_the_pipeline_on_two_nodes(tiny_project: Path, tmp_path: Path) -> None:
-    """Two ``ray start`` nodes here; ``ray job submit`` runs experiments/submit_pipeline.py."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
-    from test_job_submit import EXCLUDES
-    from test_multinode import two_node_cluster
-
-    path = write_pipeline(tmp_path, tiny_project)
-    job_id = "lpray-pipeline-test"
-    with two_node_cluster(dashboard=True, worker_ports=40) as cluster:
-        client = JobSubmissionClient(cluster.dashboard)
-        command = ["ray", "job", "submit", f"--address={cluster.dashboard}"]
-        command += [f"--submission-id={job_id}", f"--working-dir={REPO}"]
-        command += [f"--runtime-env-json={json.dumps({'excludes': EXCLUDES})}", "--"]
-        command += [sys.executable, "experiments/submit_pipeline.py", str(path)]
-        # Half-CPU sweep workers: a trial holds 0.01 CPU on its node, so with one trial on each
-        # 1-CPU node a 1-CPU worker fits on neither and the sweep waits forever.
-        command.append("sweep.resources.cpus_per_worker=0.5")
-        try:
-            submit = subprocess.run(
-                command,
-                env=cluster.env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                timeout=JOB_TIMEOUT_S,
-            )
-            failure = None if submit.returncode == 0 else f"exit code {submit.returncode}"
-        except subprocess.TimeoutExpired:
-            failure = f"not finished in {JOB_TIMEOUT_S} s"
-        logs = subprocess.run(
-            ["ray", "job", "logs", f"--address={cluster.dashboard}", job_id],
-            env=cluster.env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        status = client.get_job_status(job_id)
-        assert failure is None, f"ray job submit: {failure}; ray job logs:\n{logs[-6000:]}"
-        assert status == JobStatus.SUCCEEDED, logs[-6000:]
-        unpacked = cluster.temp.glob("n0/session_2*/runtime_resources/working_dir_files/*/")
-        uploaded = [p / "lpray" / "__init__.py" for p in unpacked if p.is_dir()]
-    # The job imported lpray from its uploaded copy of the repository, not from this checkout.
-    assert len(uploaded) == 1 and uploaded[0].parents[1].name.startswith("_ray_pkg_")
-    assert f"lpray: {uploaded[0]}" in logs.splitlines(), logs[:3000]
-
-    run = tmp_path / "run"
-    check_run(run)
-    manifest = json.loads((run / "track" / "manifest.json").read_text())
-    videos = [Path(v).stem for v in sorted((tiny_project / "videos-test").glob("*.mp4"))]
-    assert [v["video"] for v in manifest["videos"]] == videos
-    assert [v["status"] for v in manifest["videos"]] == ["done"] * len(videos)
-    assert manifest["n_done"] == len(videos) and manifest["n_failed"] == 0
-    # Both nodes trained: the two 1-CPU members ran at once, one on each 1-CPU node.
-    members = json.loads((run / "ensemble" / "ensemble.json").read_text())["members"]
-    assert len({m["node_id"] for m in members}) == 2, members
-    assert f"report: {run / 'report.html'}" in logs
+# The two-node ``ray job submit`` of the pipeline runs with its storage in a bucket:
+# tests/test_storage_s3.py (test_job_submit_runs_the_pipeline_on_two_nodes_in_a_bucket).

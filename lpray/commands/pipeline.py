@@ -2,7 +2,8 @@
 
 Every stage writes ``<storage.path>/stages/<stage>.json`` when it finishes and is skipped on a
 rerun; an interrupted stage resumes. Overrides: ``ensemble.seeds=2``, ``track.videos=[a.mp4]``,
-``storage.path=DIR``, ``config=...``, ``sweep=...`` change the pipeline file;
+``storage.path=DIR`` (or a URL: ``storage.path=s3://BUCKET/runs/NAME``), ``config=...``,
+``sweep=...`` change the pipeline file;
 ``sweep.num_samples=2`` the sweep settings; anything else (``training.max_epochs=3``) the config.
 See :mod:`lpray.pipeline`.
 """

@@ -17,7 +17,7 @@ from typing import Any
 
 from lpray.config import Config, load_config
 from lpray.ensemble.members import MEMBER_PREFIX, MemberSpec, same_config
-from lpray.io.storage import atomic_write
+from lpray.io.storage import atomic_write, exists, join, read_text
 
 MANIFEST_NAME = "ensemble.json"
 FORMAT = "lpray-ensemble"
@@ -32,12 +32,12 @@ METRIC_KEYS = (
 )
 
 
-def member_metrics(model_dir: Path) -> dict[str, Any] | None:
+def member_metrics(model_dir: Path | str) -> dict[str, Any] | None:
     """The member's headline metrics, or None when training has not finished (no summary)."""
-    path = model_dir / "summary.json"
-    if not path.is_file():
+    path = join(str(model_dir), "summary.json")
+    if not exists(path):
         return None
-    summary = json.loads(path.read_text())
+    summary = json.loads(read_text(path))
     return {key: summary.get(key) for key in METRIC_KEYS}
 
 
@@ -50,7 +50,7 @@ def is_finished(member: MemberSpec, cfg: Config) -> bool:
     if member_metrics(member.model_dir) is None:
         return False
     try:
-        return same_config(load_config(member.model_dir / "config.yaml"), cfg)
+        return same_config(load_config(join(str(member.model_dir), "config.yaml")), cfg)
     except (OSError, ValueError):
         return False
 
@@ -68,7 +68,7 @@ def member_record(member: MemberSpec, status: str, **fields: Any) -> dict[str, A
 
 
 def write_manifest(
-    out_dir: Path, cfg: Config, records: list[dict[str, Any]], vary_labels: bool
+    out_dir: Path | str, cfg: Config, records: list[dict[str, Any]], vary_labels: bool
 ) -> Path:
     """Write ``ensemble.json`` atomically; returns its path."""
     manifest = {
@@ -82,18 +82,19 @@ def write_manifest(
         "members": records,
         "config": cfg.to_dict(),
     }
-    path = out_dir / MANIFEST_NAME
+    path = out_dir / MANIFEST_NAME if isinstance(out_dir, Path) else join(out_dir, MANIFEST_NAME)
     with atomic_write(path, "w") as handle:
         json.dump(manifest, handle, indent=2)
     return path
 
 
 def read_manifest(ensemble_dir: str | Path) -> dict[str, Any]:
-    """Read ``ensemble.json``; raises naming the file when it is missing or not a manifest."""
-    path = Path(ensemble_dir) / MANIFEST_NAME
-    if not path.is_file():
+    """Read ``ensemble.json`` (local or at a URL); raises naming the file when it is missing or
+    not a manifest."""
+    path = join(str(ensemble_dir), MANIFEST_NAME)
+    if not exists(path):
         raise FileNotFoundError(f"{path}: no ensemble manifest (run `lpray ensemble` first)")
-    manifest = json.loads(path.read_text())
+    manifest = json.loads(read_text(path))
     if manifest.get("format") != FORMAT:
         raise ValueError(f"{path}: not an lpray ensemble manifest")
     return manifest

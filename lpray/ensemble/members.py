@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lpray.config import Config, config_from_dict
-from lpray.io.storage import is_local, local_path
+from lpray.io.storage import is_local, join, local_path
 
 MEMBER_PREFIX = "member-"
 
@@ -29,13 +29,14 @@ class MemberSpec:
         index: position in the ensemble (0..K-1); the member folder is ``member-<index>``.
         seed: its ``training.seed``.
         split_seed: its ``data.split_seed`` (differs between members only with vary_labels).
-        model_dir: its model directory (absolute).
+        model_dir: its model directory (an absolute path, or a URL when the ensemble folder
+            is on an object store).
     """
 
     index: int
     seed: int
     split_seed: int
-    model_dir: Path
+    model_dir: Path | str
 
     @property
     def name(self) -> str:
@@ -74,16 +75,27 @@ def plan_members(
     """
     if n_members < 1:
         raise ValueError(f"--seeds: an ensemble needs at least one member, got {n_members}")
-    root = Path(out_dir).expanduser().resolve()
     return [
         MemberSpec(
             index=k,
             seed=cfg.training.seed + k,
             split_seed=cfg.data.split_seed + (k if vary_labels else 0),
-            model_dir=root / f"{MEMBER_PREFIX}{k}",
+            model_dir=member_dir(out_dir, f"{MEMBER_PREFIX}{k}"),
         )
         for k in range(n_members)
     ]
+
+
+def ensemble_root(out_dir: str | Path) -> Path | str:
+    """The ensemble folder: an absolute local path, or the URL without a trailing ``/``."""
+    if is_local(out_dir):
+        return local_path(out_dir).expanduser().resolve()
+    return str(out_dir).rstrip("/")
+
+
+def member_dir(out_dir: str | Path, name: str) -> Path | str:
+    root = ensemble_root(out_dir)
+    return root / name if isinstance(root, Path) else join(root, name)
 
 
 def member_config(cfg: Config, member: MemberSpec) -> Config:

@@ -13,6 +13,10 @@ Nothing is lost: a member whose ``summary.json`` exists (for the same config) is
 rerun; an unfinished one resumes from its ``last.ckpt``; a failed member is recorded with its
 error while the others finish; a worker that dies is retried by Ray.
 
+``OUT`` may be a URL (``s3://``, ``gs://``, ...): each member then trains in a staging folder on
+its node and is uploaded when complete, ``summary.json`` last (:mod:`lpray.ensemble.stored`), so
+members are written by workers on any node and the driver's disk holds none of them.
+
 What the members share is checked once, in the driver, before any member is launched or any
 file is written: the config, the labels and every labeled image, the videos, and each member's
 existing model directory (a member folder holding a model of other labels or another data/model
@@ -22,8 +26,10 @@ failed members.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -32,7 +38,14 @@ import ray
 
 from lpray.config import Config, config_from_dict
 from lpray.ensemble.manifest import is_finished, member_metrics, member_record, write_manifest
-from lpray.ensemble.members import MemberSpec, absolute_paths, member_config, plan_members
+from lpray.ensemble.members import (
+    MemberSpec,
+    absolute_paths,
+    ensemble_root,
+    member_config,
+    member_dir,
+    plan_members,
+)
 from lpray.ensemble.raywork import (
     as_completed,
     describe_error,
@@ -65,8 +78,8 @@ class MemberResources:
 class EnsembleResult:
     """What a call to :func:`train_ensemble` did."""
 
-    out_dir: Path
-    manifest: Path
+    out_dir: Path | str  # a URL when the ensemble is on an object store
+    manifest: Path | str
     records: list[dict[str, Any]]
     launched: int  # member tasks started by this call (0 when everything was already done)
     seconds: float = 0.0
@@ -83,8 +96,33 @@ class EnsembleResult:
         return len(self.records) - self.launched
 
     @property
-    def member_dirs(self) -> list[Path]:
-        return [self.out_dir / r["model_dir"] for r in self.records if r["status"] == "done"]
+    def member_dirs(self) -> list[Path | str]:
+        return [
+            member_dir(self.out_dir, r["model_dir"]) for r in self.records if r["status"] == "done"
+        ]
+
+
+@contextlib.contextmanager
+def _member_folder(
+    config_values: dict[str, Any], overwrite: bool
+) -> Iterator[tuple[Config, bool, Path | None]]:
+    """The config a member trains with here, the overwrite flag for it, and its staging folder.
+
+    A member at a URL trains in a staging folder of this node (fresh when ``overwrite``) and is
+    uploaded when training returns, ``summary.json`` last; a local member trains in place.
+    """
+    from lpray.ensemble.stored import clear_staging, prepare_staging, publish
+    from lpray.io.storage import is_local
+
+    url = config_values["training"]["output_dir"]
+    if is_local(url):
+        yield config_from_dict(config_values), overwrite, None
+        return
+    local = prepare_staging(url, overwrite)
+    values = {**config_values, "training": {**config_values["training"], "output_dir": str(local)}}
+    yield config_from_dict(values), False, local
+    publish(local, url)
+    clear_staging(local)
 
 
 def _train_member(config_values: dict[str, Any], overwrite: bool = False) -> dict[str, Any]:
@@ -93,24 +131,38 @@ def _train_member(config_values: dict[str, Any], overwrite: bool = False) -> dic
 
     limit_torch_threads()
     started = time.perf_counter()
-    train(config_from_dict(config_values), overwrite=overwrite)
+    with _member_folder(config_values, overwrite) as (cfg, replace_model, _):
+        train(cfg, overwrite=replace_model)
     return {"seconds": time.perf_counter() - started, "node_id": node_id()}
 
 
 def _train_member_distributed(
     config_values: dict[str, Any], resources: MemberResources, overwrite: bool = False
 ) -> dict[str, Any]:
-    """Ray task body: drive a Ray Train run of ``resources.workers`` workers for one member."""
+    """Ray task body: drive a Ray Train run of ``resources.workers`` workers for one member.
+
+    A member at a URL keeps its Ray Train run beside it (``OUT/ray/member-<k>``), so workers on
+    any node write its checkpoints and a worker that dies resumes from the stored one.
+    """
+    from lpray.ensemble.stored import drop_orphan_run
+    from lpray.io.storage import join
     from lpray.train.distributed import train_distributed
 
     started = time.perf_counter()
-    train_distributed(
-        config_from_dict(config_values),
-        num_workers=resources.workers,
-        gpus_per_worker=resources.gpus,
-        cpus_per_worker=resources.cpus,
-        overwrite=overwrite,
-    )
+    url = config_values["training"]["output_dir"]
+    with _member_folder(config_values, overwrite) as (cfg, replace_model, local):
+        storage = None
+        if local is not None:
+            storage = join(url.rstrip("/").rsplit("/", 1)[0], "ray")
+            drop_orphan_run(local, join(storage, local.name))
+        train_distributed(
+            cfg,
+            num_workers=resources.workers,
+            gpus_per_worker=resources.gpus,
+            cpus_per_worker=resources.cpus,
+            storage_path=storage,
+            overwrite=replace_model,
+        )
     return {"seconds": time.perf_counter() - started, "node_id": node_id()}
 
 
@@ -140,8 +192,9 @@ def check_shared_inputs(
         UserError: naming the file or key (or the member folder) of the first problem.
     """
     from lpray.data.labeled import split_frames
+    from lpray.ensemble.stored import records_view
     from lpray.train.data import validate_inputs
-    from lpray.train.model_dir import check_model_dir, fingerprint
+    from lpray.train.model_dir import ModelDirError, check_model_dir, fingerprint
 
     bundle = validate_inputs(base)
     for member in todo:
@@ -150,9 +203,17 @@ def check_shared_inputs(
         split = split_frames(
             bundle.frames, d.train_prob, d.val_prob, d.split_seed, d.train_frames, d.split_file
         )
-        if not overwrite:
-            record = fingerprint(cfg, replace(bundle, split=split))
+        if overwrite:
+            continue
+        record = fingerprint(cfg, replace(bundle, split=split))
+        if isinstance(member.model_dir, Path):
             check_model_dir(member.model_dir, cfg, record)
+            continue
+        with records_view(member.model_dir) as view:
+            try:
+                check_model_dir(view, cfg, record)
+            except ModelDirError as err:  # name the stored folder, not the local stand-in
+                raise ModelDirError(str(err).replace(str(view), member.model_dir)) from None
 
 
 def train_ensemble(
@@ -171,7 +232,8 @@ def train_ensemble(
         cfg: the base config; member k uses ``training.seed + k`` (see
             :func:`lpray.ensemble.members.plan_members`).
         n_members: K.
-        out_dir: the ensemble folder: local; on several nodes, a shared filesystem (NFS).
+        out_dir: the ensemble folder: local; on several nodes, a shared filesystem (NFS) or a
+            URL (``s3://``, ``gs://``: members are uploaded from the nodes that train them).
         resources: per member; default one CPU.
         vary_labels: also vary ``data.split_seed`` per member.
         max_retries: Ray retries of a member whose worker or node died.
@@ -193,7 +255,7 @@ def train_ensemble(
 
     resources = resources or MemberResources()
     started = time.perf_counter()
-    root = Path(out_dir).expanduser().resolve()
+    root = ensemble_root(out_dir)
     base = absolute_paths(cfg)
     members = plan_members(base, n_members, root, vary_labels)
     configs = {m.index: member_config(base, m) for m in members}
@@ -211,7 +273,8 @@ def train_ensemble(
             todo.append(member)
     if todo:
         check_shared_inputs(base, todo, configs, overwrite)
-    root.mkdir(parents=True, exist_ok=True)
+    if isinstance(root, Path):
+        root.mkdir(parents=True, exist_ok=True)
     manifest = write_manifest(root, base, records, vary_labels)
     failed: list[str] = []
     if todo:

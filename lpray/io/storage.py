@@ -38,8 +38,88 @@ def filesystem(path: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]
 
 
 def exists(path: str | os.PathLike) -> bool:
+    """Whether ``path`` exists now (a remote listing cached earlier in this process is dropped
+    first: workers on other nodes write the objects that mark work as done)."""
     fs, inner = filesystem(path)
+    if not is_local(path):
+        fs.invalidate_cache(inner)
     return fs.exists(inner)
+
+
+def read_bytes(path: str | os.PathLike) -> bytes:
+    """The contents of a local file or a stored object."""
+    if is_local(path):
+        return local_path(path).read_bytes()
+    fs, inner = filesystem(path)
+    return fs.cat_file(inner)
+
+
+def read_text(path: str | os.PathLike) -> str:
+    return read_bytes(path).decode()
+
+
+def remove(path: str | os.PathLike, recursive: bool = False) -> None:
+    """Delete a file (or a folder with ``recursive``); nothing when it does not exist."""
+    if not exists(path):
+        return
+    fs, inner = filesystem(path)
+    fs.rm(inner, recursive=recursive)
+
+
+def stored_files(path: str | os.PathLike) -> dict[str, int]:
+    """Every file under ``path``, relative to it (``/``-separated) -> size in bytes."""
+    fs, inner = filesystem(path)
+    if not is_local(path):
+        fs.invalidate_cache()
+    prefix = inner.rstrip("/") + "/"
+    if not fs.exists(inner):
+        return {}
+    return {
+        name[len(prefix) :]: int(info.get("size") or 0)
+        for name, info in fs.find(inner, detail=True).items()
+        if info.get("type") != "directory" and name.startswith(prefix)
+    }
+
+
+def upload_tree(
+    local: str | os.PathLike, url: str, first: tuple[str, ...] = (), last: tuple[str, ...] = ()
+) -> list[str]:
+    """Copy every file of the local folder ``local`` to ``url``; returns the relative paths.
+
+    The files named in ``first`` (relative paths) go before all others, those in ``last`` (the
+    records that say the folder is complete, e.g. ``summary.json``) after all others: an upload
+    interrupted part way leaves a folder that a rerun recognises as unfinished, and whose first
+    records say what it holds. Each object is one PUT (or one multipart upload), complete or
+    absent.
+    """
+    root = Path(local)
+    names = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    edges = set(first) | set(last)
+    ordered = [n for n in first if n in names] + [n for n in names if n not in edges]
+    ordered += [n for n in last if n in names]
+    fs, inner = filesystem(url)
+    for name in ordered:
+        fs.put_file(str(root / name), f"{inner.rstrip('/')}/{name}")
+    return ordered
+
+
+def download_tree(url: str, local: str | os.PathLike) -> list[str]:
+    """Copy every file stored under ``url`` into the local folder ``local``; returns them."""
+    fs, inner = filesystem(url)
+    files = stored_files(url)
+    for name in sorted(files):
+        target = Path(local) / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(f"{inner.rstrip('/')}/{name}", str(target))
+    return sorted(files)
+
+
+def matches(pattern: str) -> list[str]:
+    """Paths or URLs matching a glob, sorted ([] when none; :func:`expand` raises instead)."""
+    try:
+        return expand([pattern])
+    except FileNotFoundError:
+        return []
 
 
 def tree_bytes(path: str | os.PathLike) -> int:
@@ -129,9 +209,10 @@ def local_file(path: str) -> Iterator[str]:
 
 
 # What prediction does not need from a model directory stays in storage: the resume checkpoint
-# (where best.ckpt exists; ~3x its size, with the optimizer state) and the logs.
+# (where best.ckpt exists; ~3x its size, with the optimizer state), the logs, and the Ray Train
+# runs of an ensemble's multi-worker members (OUT/ray/, every kept epoch checkpoint).
 _RESUME_CHECKPOINT = "checkpoints/last.ckpt"
-_LOG_FOLDERS = frozenset({"logs", "tb"})
+_LOG_FOLDERS = frozenset({"logs", "tb", "ray"})
 
 
 def _needed_for_prediction(relative: str, with_best: set[str]) -> bool:

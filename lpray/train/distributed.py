@@ -376,24 +376,27 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 
 def storage_and_filesystem(storage_path: str) -> tuple[str, Any]:
-    """A storage path Ray accepts, and the pyarrow filesystem to use (None: Ray resolves it).
+    """A storage path Ray accepts, and the pyarrow filesystem to use (None: a local folder).
 
-    Local folders and ``file://`` URLs become absolute paths; ``s3://`` and ``gs://`` (``gcs://``)
-    pyarrow reads natively; any other fsspec URL (``abfs://``, ``hdfs://``, ``sftp://host/...``)
-    is opened by fsspec, with the options its URL carries, and wrapped as
-    ``PyFileSystem(FSSpecHandler(...))``.
+    Local folders and ``file://`` URLs become absolute paths. Every URL (``s3://``, ``gs://``,
+    ``abfs://``, ...) is opened by fsspec, exactly as lpray's own reads and writes open it, and
+    handed to Ray wrapped as ``PyFileSystem(FSSpecHandler(...))``: so the endpoint and options
+    fsspec and botocore take from the environment (``AWS_ENDPOINT_URL`` for an S3-compatible
+    store, fsspec's ``FSSPEC_S3_*`` configuration, the standard credential chains) apply to Ray
+    Train and Tune too. pyarrow's own S3 client, which Ray would pick for a bare ``s3://`` path,
+    reads neither fsspec's configuration nor, in every release, ``AWS_ENDPOINT_URL``.
+
+    Credentials stay in the environment: the filesystem Ray pickles to its workers carries the
+    options fsspec was given (none by default), and every worker resolves credentials itself.
     """
     if "://" not in storage_path or storage_path.startswith("file://"):
         local = storage_path.removeprefix("file://")
         return str(Path(local).resolve()), None
-    protocol = storage_path.split("://", 1)[0]
-    if protocol in ("s3", "gs", "gcs"):
-        return storage_path, None
     from fsspec.core import url_to_fs
     from pyarrow.fs import FSSpecHandler, PyFileSystem
 
     fs, inner = url_to_fs(storage_path)
-    return inner, PyFileSystem(FSSpecHandler(fs))
+    return inner.rstrip("/"), PyFileSystem(FSSpecHandler(fs))
 
 
 def run_name(cfg: Config) -> str:
