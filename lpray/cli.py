@@ -28,6 +28,8 @@ COMMANDS = (
     "sweep_report",
     "ensemble",
     "track",
+    "select_frames",
+    "merge_labels",
     "smooth",
     "pipeline",
 )
