@@ -313,3 +313,15 @@ def test_select_frames_reads_and_writes_s3(s3, tiny_project, tmp_path, capsys):
         with PyAVReader(str(videos[pick["video"]])) as reader:
             frame = reader.read(pick["frame"], 1)[0]
         np.testing.assert_array_equal(np.asarray(Image.open(local).convert("RGB")), frame)
+
+
+def test_weights_and_settings_are_checked_by_name():
+    from lpray.select.scoring import ScoreWeights
+
+    assert ScoreWeights.parse("ensemble_std=2,low_confidence=0").low_confidence == 0
+    with pytest.raises(ValueError, match="SIGNAL one of"):
+        ScoreWeights.parse("spread=1")
+    with pytest.raises(ValueError, match="at least one score weight"):
+        ScoreWeights(0, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="--min-gap"):
+        SelectSettings(n=3, min_gap=0)
