@@ -19,6 +19,8 @@ from lpray.io.storage import atomic_write
 from lpray.report.overlay import keypoint_colors, scale_for
 from lpray.select.extraction import png_bytes
 
+MAX_WIDTH = 640  # overlays wider than this are shrunk after drawing
+
 
 @dataclass
 class PickView:
@@ -61,6 +63,8 @@ def overlay(
         if c is not None:
             box = (c[0] - dot, c[1] - dot, c[0] + dot, c[1] + dot)
             pen.ellipse(box, fill=tuple(int(v) for v in color), outline=(0, 0, 0))
+    if image.width > MAX_WIDTH:  # a lab camera's frame: keep the page a few MB
+        image = image.resize((MAX_WIDTH, round(image.height * MAX_WIDTH / image.width)))
     return png_bytes(np.asarray(image))
 
 

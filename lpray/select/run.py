@@ -35,7 +35,15 @@ import numpy as np
 import pandas as pd
 
 from lpray.errors import UserError
-from lpray.io.storage import atomic_write, exists, filesystem, is_local, join, local_path
+from lpray.io.storage import (
+    atomic_write,
+    exists,
+    filesystem,
+    is_local,
+    join,
+    local_file,
+    local_path,
+)
 from lpray.io.tables import write_pose_csv
 from lpray.report.overlay import keypoint_colors
 from lpray.select import extraction, page, picking, scoring
@@ -194,17 +202,31 @@ def _candidates(track_dir: str, settings: SelectSettings, records: list) -> tupl
     return pools, spread, used, keypoints
 
 
-def _choose(pool: list[Pick], count: int, settings: SelectSettings) -> list[Pick]:
+def _choose(video: str, pool: list[Pick], count: int, settings: SelectSettings) -> list[Pick]:
     """Pass 2 for one video: k-means on the candidates' thumbnails, best of each cluster."""
     if count >= len(pool):
         return pool
     thumbs = {
         t: extraction.thumbnail(f)
-        for t, f in extraction.decode_frames(pool[0].video, [p.frame for p in pool])
+        for t, f in extraction.decode_frames(video, [p.frame for p in pool])
     }
     points = np.stack([thumbs[p.frame] for p in pool])
     scores = np.array([p.score for p in pool])
     return [pool[i] for i in picking.diverse(scores, points, count, settings.seed)]
+
+
+def _extract(
+    pool: list[Pick], count: int, settings: SelectSettings, staging: Path, colors: np.ndarray
+) -> list[tuple[Pick, bytes]]:
+    """Choose one video's picks and write their PNGs; returns each with its page overlay."""
+    out = []
+    with local_file(pool[0].video) as video:  # one download of a remote video for both passes
+        chosen = {p.frame: p for p in _choose(video, pool, count, settings)}
+        for t, frame in extraction.decode_frames(video, list(chosen)):
+            pick = chosen[t]
+            extraction.write_png(frame, str(staging / pick.image))
+            out.append((pick, page.overlay(frame, pick.members_xy, pick.eks_xy, colors)))
+    return out
 
 
 def _publish(staging: Path, out: str, overwrite: bool) -> None:
@@ -280,13 +302,9 @@ def select_frames(track_dir: str, out: str, settings: SelectSettings) -> SelectR
         for key, count in zip(keys, counts):
             if count == 0:
                 continue
-            chosen = _choose(pools[key], count, settings)
-            frames = {p.frame: p for p in chosen}
-            for t, frame in extraction.decode_frames(chosen[0].video, list(frames)):
-                pick = frames[t]
-                extraction.write_png(frame, str(staging / pick.image))
-                views.append((pick, page.overlay(frame, pick.members_xy, pick.eks_xy, colors)))
-            picks.extend(chosen)
+            extracted = _extract(pools[key], count, settings, staging, colors)
+            views.extend(extracted)
+            picks.extend(pick for pick, _ in extracted)
         picks.sort(key=lambda p: (-p.score, p.key, p.frame))
         _write_tables(staging, picks, keypoints)
         order = {id(p): rank for rank, p in enumerate(picks, 1)}
