@@ -47,9 +47,11 @@ from lpray.train.fit import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("select-frames", "random", "dlc-jump")
+BASE = "base ensemble member"  # the trackers themselves, no new labels, --epochs
+NONE = "none"  # retrained on the base labels alone, --retrain-epochs
 
 
-def overrides(args: argparse.Namespace, root: Path, out: Path, seed: int) -> list[str]:
+def overrides(args: argparse.Namespace, root: Path, out: Path, seed: int, epochs: int) -> list[str]:
     """Supervised training (the comparison is about which labels, not the losses), every label
     in the train split, a fixed number of steps whatever the label count."""
     size = args.frame_size
@@ -59,7 +61,7 @@ def overrides(args: argparse.Namespace, root: Path, out: Path, seed: int) -> lis
         "data.train_prob=1.0",
         "data.val_prob=0.0",
         "losses.temporal.weight=0",
-        f"training.max_epochs={args.epochs}",
+        f"training.max_epochs={epochs}",
         f"training.min_steps_per_epoch={args.steps_per_epoch}",
         f"training.batch_size={args.batch_size}",
         f"training.seed={seed}",
@@ -70,9 +72,12 @@ def overrides(args: argparse.Namespace, root: Path, out: Path, seed: int) -> lis
     ]
 
 
-def fit(args: argparse.Namespace, root: Path, out: Path, seed: int) -> tuple[Path, float]:
+def fit(
+    args: argparse.Namespace, root: Path, out: Path, seed: int, epochs: int
+) -> tuple[Path, float]:
     started = time.perf_counter()
-    cfg = load_config(ROOT / "experiments" / "synthetic.yaml", overrides(args, root, out, seed))
+    values = overrides(args, root, out, seed, epochs)
+    cfg = load_config(ROOT / "experiments" / "synthetic.yaml", values)
     return train(cfg), time.perf_counter() - started
 
 
@@ -185,6 +190,21 @@ def main() -> None:
     parser.add_argument("--eval-videos", type=int, default=2)
     parser.add_argument("--frame-size", type=int, default=64)
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument(
+        "--retrain-epochs", type=int, default=None, help="epochs of the retrained models"
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=list(METHODS),
+        choices=[*METHODS, NONE],
+        help=f"ways to pick the added frames ({NONE}: add none, retrain on the base labels)",
+    )
+    parser.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="evaluate the retrained models that finished, train none (a run cut short)",
+    )
     parser.add_argument("--steps-per-epoch", type=int, default=40)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--min-gap", type=int, default=15)
@@ -197,6 +217,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-select")
     parser.add_argument("--name", default="select_frames_cpu")
     args = parser.parse_args()
+    args.retrain_epochs = args.retrain_epochs or args.epochs
     started = time.perf_counter()
     out = args.out
     spec = SyntheticSpec(
@@ -216,7 +237,7 @@ def main() -> None:
     rows: list[dict] = []
     members = []
     for k in range(args.members):
-        model, seconds = fit(args, base_root, out / "base" / f"member-{k}", k)
+        model, seconds = fit(args, base_root, out / "base" / f"member-{k}", k, args.epochs)
         members.append(model)
         print(f"base member {k}: {seconds:.0f} s", flush=True)
     tracks = out / "tracks"
@@ -234,14 +255,17 @@ def main() -> None:
     jumps, outliers = jump_picks(tracks, pool, args.n, args.jump_epsilon)
     names = project.keypoint_names
     picked: dict[str, dict] = {"select-frames": selected, "dlc-jump": jumps}
+    missing: list[str] = []
     for seed in args.seeds:
         base_error = {
             "pool": video_error(members[seed % len(members)], pool, project.truth_paths),
             "held_out": video_error(members[seed % len(members)], held_out, project.truth_paths),
         }
-        rows.append({"method": "base (no new labels)", "seed": seed, **base_error, "minutes": 0})
-        for method in METHODS:
-            if method == "select-frames":
+        rows.append({"method": BASE, "seed": seed, **base_error, "minutes": 0})
+        for method in args.methods:
+            if method == NONE:
+                folder = None
+            elif method == "select-frames":
                 folder = picks_dir / "select-frames"
                 frames = selected
             elif method == "random":
@@ -251,13 +275,17 @@ def main() -> None:
             else:
                 frames = jumps
                 folder = labeling_folder(picks_dir / "dlc-jump", pool, frames)
-            truth_labels(folder, names, pool)
             root = project_copy(project.root, out / "projects" / f"{method}-{seed}")
-            merged = merge_labels(root, folder)
-            assert len(merged.added) == args.n, (method, len(merged.added))
+            if folder is not None:
+                truth_labels(folder, names, pool)
+                merged = merge_labels(root, folder)
+                assert len(merged.added) == args.n, (method, len(merged.added))
             model_dir = out / "models" / f"{method}-{seed}"
-            shutil.rmtree(model_dir, ignore_errors=True)
-            model, seconds = fit(args, root, model_dir, seed)
+            if args.finished_only and not (model_dir / "summary.json").is_file():
+                missing.append(f"{method}-{seed}")
+                continue
+            # a finished model of the same labels and config is reused (a rerun adds methods)
+            model, seconds = fit(args, root, model_dir, seed, args.retrain_epochs)
             row = {
                 "method": method,
                 "seed": seed,
@@ -269,8 +297,10 @@ def main() -> None:
             rows.append(row)
 
     summary = []
-    for method in ("base (no new labels)", *METHODS):
+    for method in (BASE, *args.methods):
         mine = [r for r in rows if r["method"] == method]
+        if not mine:
+            continue
         summary.append(
             {
                 "method": method,
@@ -283,17 +313,20 @@ def main() -> None:
         )
     by_seed = {(r["method"], r["seed"]): r for r in rows}
     wins = {
-        other: sum(
-            by_seed[("select-frames", s)]["held_out"] < by_seed[(other, s)]["held_out"]
+        f"{other} ({where})": sum(
+            by_seed[("select-frames", s)][where] < by_seed[(other, s)][where]
             for s in args.seeds
+            if ("select-frames", s) in by_seed and (other, s) in by_seed
         )
-        for other in ("random", "dlc-jump")
+        for other in args.methods
+        for where in ("pool", "held_out")
+        if other != "select-frames" and "select-frames" in args.methods
     }
     print_table(
         summary,
         ["method", "pool_error_px", "pool_sd", "held_out_error_px", "held_out_sd", "seeds"],
     )
-    print(f"seeds where select-frames beats (held-out): {wins}")
+    print(f"seeds where select-frames has the lower error: {wins}")
     write_json(
         args.name,
         {
@@ -301,7 +334,8 @@ def main() -> None:
                 "reduced for a shared 2-core CPU: "
                 f"{args.frame_size}x{args.frame_size} frames, {args.frames} frames per video, "
                 f"{args.base_labels} base labels, N={args.n}, {args.members} tracking members, "
-                f"{args.epochs * args.steps_per_epoch} steps of batch {args.batch_size}, "
+                f"trackers {args.epochs * args.steps_per_epoch} steps, retrained models "
+                f"{args.retrain_epochs * args.steps_per_epoch} steps of batch {args.batch_size}, "
                 "supervised loss only"
             ),
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -314,8 +348,9 @@ def main() -> None:
                 "random": {str(s): f for s, f in picked.get("random", {}).items()},
             },
             "rows": rows,
+            "not_run": missing,  # --finished-only: retrained models that did not finish
             "summary": summary,
-            "select_frames_wins_held_out": wins,
+            "seeds_select_frames_lower": wins,
             "minutes": (time.perf_counter() - started) / 60,
         },
     )
