@@ -81,6 +81,15 @@ def fit(
     return train(cfg), time.perf_counter() - started
 
 
+def member_steps(model_dir: Path) -> int:
+    """Training steps behind a model's best checkpoint (its epoch log)."""
+    import pandas as pd
+
+    epochs = pd.read_csv(model_dir / "metrics.csv")
+    best = epochs.loc[epochs["val_pixel_error"].idxmin()]
+    return int(best["step"])
+
+
 def video_error(model_dir: Path, videos: list[Path], truths: dict[str, Path]) -> float:
     """Mean pixel error over every frame (visible keypoints) of ``videos``."""
     network = load_network(model_dir, "cpu")
@@ -201,6 +210,11 @@ def main() -> None:
         help=f"ways to pick the added frames ({NONE}: add none, retrain on the base labels)",
     )
     parser.add_argument(
+        "--reuse-base",
+        action="store_true",
+        help="track with the base members' best checkpoints as they are, even if cut short",
+    )
+    parser.add_argument(
         "--finished-only",
         action="store_true",
         help="evaluate the retrained models that finished, train none (a run cut short)",
@@ -237,9 +251,14 @@ def main() -> None:
     rows: list[dict] = []
     members = []
     for k in range(args.members):
-        model, seconds = fit(args, base_root, out / "base" / f"member-{k}", k, args.epochs)
+        member = out / "base" / f"member-{k}"
+        if args.reuse_base and (member / "checkpoints" / "best.ckpt").is_file():
+            members.append(member)  # a member cut short: its best checkpoint so far
+            continue
+        model, seconds = fit(args, base_root, member, k, args.epochs)
         members.append(model)
         print(f"base member {k}: {seconds:.0f} s", flush=True)
+    base_steps = [member_steps(m) for m in members]
     tracks = out / "tracks"
     if not (tracks / pool[-1].stem / "done.json").exists():
         track(members, pool, tracks)
@@ -334,11 +353,12 @@ def main() -> None:
                 "reduced for a shared 2-core CPU: "
                 f"{args.frame_size}x{args.frame_size} frames, {args.frames} frames per video, "
                 f"{args.base_labels} base labels, N={args.n}, {args.members} tracking members, "
-                f"trackers {args.epochs * args.steps_per_epoch} steps, retrained models "
+                f"trackers {base_steps} steps, retrained models "
                 f"{args.retrain_epochs * args.steps_per_epoch} steps of batch {args.batch_size}, "
                 "supervised loss only"
             ),
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "tracker_steps": base_steps,  # steps behind each tracking member's checkpoint
             "pool_videos": [v.stem for v in pool],
             "held_out_videos": [v.stem for v in held_out],
             "picks": {
