@@ -188,7 +188,7 @@ def test_page_shows_every_pick_with_its_reasons(selection, tmp_path):
         assert header == "data:image/png;base64"
         Image.open(__import__("io").BytesIO(base64.b64decode(data))).verify()
     text = " ".join(page.text)
-    assert "ensemble spread" in text and "percentile" in text
+    assert "ensemble spread" in text and "% of its video's frames" in text
     for pick in result.picks:
         assert pick.image in text
     if CHROMIUM.exists():  # a real browser renders it without errors

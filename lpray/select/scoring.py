@@ -124,14 +124,12 @@ class FrameScores:
 
 
 def describe(reason: dict[str, object]) -> str:
-    """``"ensemble spread 7.31 px at nose (99.5th percentile)"``."""
+    """``"ensemble spread 7.31 px at nose (>= 99.5% of its video's frames)"``."""
     s = str(reason["signal"])
     unit = f" {UNITS[s]}" if UNITS[s] else ""
     where = f" at {reason['keypoint']}" if reason.get("keypoint") else ""
-    return (
-        f"{LABELS[s]} {reason['value']:.3g}{unit}{where} "
-        f"({100 * float(reason['percentile']):.1f}th percentile)"
-    )
+    share = 100 * float(reason["percentile"])
+    return f"{LABELS[s]} {reason['value']:.3g}{unit}{where} (>= {share:.1f}% of its video's frames)"
 
 
 def load_pcas(model_dir: str | Path) -> dict:
