@@ -29,6 +29,8 @@ COMMANDS = (
     "sweep_report",
     "ensemble",
     "track",
+    "select_frames",
+    "merge_labels",
     "smooth",
     "export",
     "pipeline",

@@ -1,0 +1,327 @@
+"""``lpray select-frames`` and ``lpray merge-labels``.
+
+The tracked corpora here are written by tracking's own EKS task (:func:`smooth_video`) from
+member predictions made of the synthetic truth plus noise, with large, known disagreements at
+chosen frames, so the tests know which frames a good selection must find. The videos are the
+tiny synthetic project's, decoded for real; the URL test runs against the real S3 server.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html.parser
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from lpray import cli
+from lpray.data.labeled import read_labeled_frames
+from lpray.data.synthetic import load_synthetic_project, load_truth
+from lpray.data.video import PyAVReader
+from lpray.io.tables import arrays_to_table, read_pose_csv, table_to_arrays, write_pose_csv
+from lpray.select import picking
+from lpray.select.extraction import GUESS_SCORER
+from lpray.select.merge import MergeError, merge_labels
+from lpray.select.run import SelectionOutputError, SelectSettings, select_frames
+from lpray.track.manifest import VideoJob
+from lpray.track.tasks import TrackSettings, smooth_video
+
+MEMBERS = ["member-0", "member-1", "member-2"]
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def track_outputs(
+    project: Path, out: str, disagree: dict[str, list[int]], video_root: str | None = None
+) -> dict[str, np.ndarray]:
+    """A tracked corpus of the project's videos: members = truth + 0.3 px noise, except at the
+    ``disagree`` frames, where the members put keypoint 1 up to 12 px apart. Returns the truth."""
+    synthetic = load_synthetic_project(project)
+    rng = np.random.default_rng(0)
+    truths = {}
+    for video in [*synthetic.train_videos, *synthetic.test_videos]:
+        key = video.stem
+        truth, _ = load_truth(synthetic.truth_paths[key])
+        xy = truth[None] + rng.normal(0, 0.3, (3, *truth.shape))
+        for t in disagree.get(key, []):
+            xy[:, t, 1] += np.array([[-6.0, 4.0], [0.0, -7.0], [6.0, 3.0]])
+        confidence = np.full(xy.shape[:3], 0.9)
+        segment = {
+            "xy": xy,
+            "confidence": confidence,
+            "start": 0,
+            "stop": len(truth),
+            "keypoints": synthetic.keypoint_names,
+            "seconds": 0.0,
+            "decode_passes": 1,
+            "parts": 1,
+            "first_chunk_at": 0.0,
+            "worker_created_at": 0.0,
+            "worker_ready_at": 0.0,
+            "node_id": "test",
+        }
+        path = str(video) if video_root is None else f"{video_root}/{video.name}"
+        settings = TrackSettings(overlay="none", members=MEMBERS, smooth_param=1.0)
+        smooth_video(VideoJob(key, path, out), settings, segment)
+        truths[key] = truth
+    return truths
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+DISAGREE = {"train00": [8, 27], "train01": [13, 33], "test00": [5, 21]}
+
+
+@pytest.fixture(scope="module")
+def tracked(tiny_project, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tracked") / "tracks"
+    truths = track_outputs(tiny_project, str(out), DISAGREE)
+    return out, truths
+
+
+@pytest.fixture(scope="module")
+def selection(tracked, tmp_path_factory):
+    """The default selection: 6 picks, gap 5, k-means over 3 candidates per pick."""
+    out = tmp_path_factory.mktemp("sel") / "labels"
+    result = select_frames(str(tracked[0]), str(out), SelectSettings(n=6, min_gap=5))
+    return out, result
+
+
+def test_scoring_picks_the_frames_where_the_members_disagree(tracked, tmp_path):
+    result = select_frames(
+        str(tracked[0]), str(tmp_path / "l"), SelectSettings(n=6, min_gap=5, pool_factor=1)
+    )
+    picked = {(p.key, p.frame) for p in result.picks}
+    assert picked == {(k, t) for k, frames in DISAGREE.items() for t in frames}
+    for pick in result.picks:  # the spread is the planted one (7.0 px), named as the reason
+        assert 6.5 < pick.signals["ensemble_std"] < 7.5
+        assert pick.reasons[0]["keypoint"] == result.keypoints[1]
+    table = pd.read_csv(tmp_path / "l" / "selection.csv")
+    assert list(table["rank"]) == list(range(1, 7)) and table["why"].str.contains("spread").all()
+
+
+def test_min_gap_and_the_spread_over_videos_hold(tiny_project, tmp_path):
+    """All disagreement in one video, on consecutive frames: picks stay 6 frames apart and
+    every video gets its share."""
+    out = tmp_path / "tracks"
+    track_outputs(tiny_project, str(out), {"train00": list(range(10, 20))})
+    result = select_frames(str(out), str(tmp_path / "l"), SelectSettings(n=7, min_gap=6))
+    counts = result.videos
+    assert sorted(counts.values()) == [2, 2, 3] and sum(counts.values()) == 7
+    for key in counts:
+        frames = sorted(p.frame for p in result.picks if p.key == key)
+        assert np.diff(frames).min() >= 6, (key, frames)
+    busy = [p.frame for p in result.picks if p.key == "train00"]
+    assert sum(10 <= t < 20 for t in busy) == 2  # the most the gap allows in 10 frames
+
+
+def test_pngs_are_the_decoded_frames_and_the_stub_round_trips(selection, tracked):
+    out, result = selection
+    assert len(result.picks) == 6
+    by_key = {}
+    for pick in result.picks:
+        by_key.setdefault(pick.video, []).append(pick)
+    for video, picks in by_key.items():
+        with PyAVReader(video) as reader:
+            for pick in picks:
+                png = np.asarray(Image.open(out / pick.image).convert("RGB"))
+                np.testing.assert_array_equal(png, reader.read(pick.frame, 1)[0])
+    labels = read_labeled_frames(out)  # lpray's own loader reads the stub as a project
+    stub = read_pose_csv(out / "CollectedData.csv")
+    assert set(stub.columns.get_level_values(0)) == {GUESS_SCORER}
+    assert sorted(labels.image_paths) == sorted(p.image for p in result.picks)
+    for image, xy in zip(labels.image_paths, labels.keypoints):
+        key, frame = image.split("/")[1], int(image.rsplit("img", 1)[1][:8])
+        eks, _ = table_to_arrays(read_pose_csv(tracked[0] / key / f"{key}.eks.csv"))
+        np.testing.assert_allclose(xy, eks[frame], atol=1e-6)
+        assert np.abs(xy - tracked[1][key][frame]).max() < 10  # the guess is near the truth
+
+
+def test_diversity_keeps_one_of_each_look():
+    """Top scores all in one look: k-means still picks one frame of each of the 3 looks."""
+    rng = np.random.default_rng(1)
+    looks = rng.normal(0, 1, (3, 64))
+    group = np.repeat(np.arange(3), 4)
+    thumbs = looks[group] + rng.normal(0, 0.01, (12, 64))
+    scores = np.where(group == 0, 10.0, 1.0) + np.arange(12) * 0.01
+    chosen = picking.diverse(scores, thumbs, 3)
+    assert sorted(group[chosen]) == [0, 1, 2]
+    assert picking.suppress(np.array([5, 4, 3, 2, 1.0]), 2, 5).tolist() == [0, 2, 4]
+    assert picking.shares([100, 100, 50], 5, [0, 1, 0]) == [2, 2, 1]
+    assert picking.rebalance([3, 3], [1, 10]) == [1, 5]
+
+
+class _Page(html.parser.HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[str] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs)["src"])
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def test_page_shows_every_pick_with_its_reasons(selection, tmp_path):
+    import base64
+
+    out, result = selection
+    page = _Page()
+    page.feed((out / "selection.html").read_text())
+    assert len(page.images) == len(result.picks)
+    for src in page.images:
+        header, data = src.split(",", 1)
+        assert header == "data:image/png;base64"
+        Image.open(__import__("io").BytesIO(base64.b64decode(data))).verify()
+    text = " ".join(page.text)
+    assert "ensemble spread" in text and "% of its video's frames" in text
+    for pick in result.picks:
+        assert pick.image in text
+    if CHROMIUM.exists():  # a real browser renders it without errors
+        run = subprocess.run(
+            [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+             f"--user-data-dir={tmp_path / 'profile'}", (out / "selection.html").as_uri()],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 0 and run.stdout.count("<figure>") == len(result.picks)
+
+
+def test_existing_output_is_refused_and_left_byte_identical(selection, tracked, capsys):
+    out, _ = selection
+    before = tree_digest(out)
+    with pytest.raises(SelectionOutputError, match="CollectedData.csv exists"):
+        select_frames(str(tracked[0]), str(out), SelectSettings(n=2))
+    code = cli.main(["select-frames", str(tracked[0]), "--n", "2", "--out", str(out)])
+    assert code == 2 and "--overwrite" in capsys.readouterr().err
+    assert tree_digest(out) == before
+    code = cli.main(["select-frames", str(out), "--n", "2", "--out", str(out) + "-x"])
+    assert code == 2 and "no finished video" in capsys.readouterr().err
+
+
+def _project_copy(tiny_project: Path, folder: Path, without: list[str]) -> Path:
+    """The tiny project's images and labels, less the rows of ``without`` (its files stay, as
+    context frames do)."""
+    shutil.copytree(tiny_project / "labeled-data", folder / "labeled-data")
+    labels = read_pose_csv(tiny_project / "CollectedData.csv")
+    write_pose_csv(labels.drop(index=[i for i in without if i in labels.index]),
+                   folder / "CollectedData.csv")  # fmt: skip
+    return folder
+
+
+def _corrected(selection_dir: Path, target: Path, truths: dict[str, np.ndarray]) -> Path:
+    """A labeler's result: the selection's folder, its CSV with the truth and a new scorer."""
+    shutil.copytree(selection_dir, target)
+    stub = read_pose_csv(target / "CollectedData.csv")
+    xy = np.stack(
+        [truths[i.split("/")[1]][int(i.rsplit("img", 1)[1][:8])] for i in stub.index.astype(str)]
+    )
+    names = list(dict.fromkeys(stub.columns.get_level_values(1)))
+    write_pose_csv(arrays_to_table(xy, names, index=list(stub.index), scorer="alice"),
+                   target / "CollectedData.csv")  # fmt: skip
+    return target
+
+
+def test_merge_refuses_bad_rows_leaving_the_project_identical_and_dedups(
+    selection, tracked, tiny_project, tmp_path, capsys
+):
+    out, result = selection
+    project = _project_copy(tiny_project, tmp_path / "project", [p.image for p in result.picks])
+    before = tree_digest(project)
+    n_before = len(read_labeled_frames(project))
+
+    with pytest.raises(MergeError, match="still the ensemble's guesses"):
+        merge_labels(project, out)
+    new = _corrected(out, tmp_path / "new", tracked[1])
+    first = result.picks[0].image
+    (new / first).rename(new / "moved.png")
+    with pytest.raises(MergeError, match=f"row {first}: image .* not found"):
+        merge_labels(project, new)
+    (new / "moved.png").rename(new / first)
+    table = read_pose_csv(new / "CollectedData.csv")
+    renamed = table.rename(columns={table.columns[0][1]: "whisker"}, level=1)
+    write_pose_csv(renamed, tmp_path / "unknown.csv")
+    shutil.copytree(new / "labeled-data", tmp_path / "labeled-data")
+    code = cli.main(["merge-labels", str(project), str(tmp_path / "unknown.csv")])
+    assert code == 2 and "whisker" in capsys.readouterr().err
+    assert tree_digest(project) == before  # every refusal wrote nothing
+
+    merged = merge_labels(project, new)
+    assert sorted(merged.added) == sorted(p.image for p in result.picks)
+    labels = read_labeled_frames(project)
+    assert len(labels) == n_before + len(result.picks)
+    for pick in result.picks:
+        row = labels.image_paths.index(pick.image)
+        np.testing.assert_allclose(labels.keypoints[row], tracked[1][pick.key][pick.frame])
+        # a frame the project already had (a context frame here) keeps the project's file
+        kept = (tiny_project / pick.image).is_file()
+        source = tiny_project if kept else new
+        assert (project / pick.image).read_bytes() == (source / pick.image).read_bytes()
+
+    after = tree_digest(project)
+    again = merge_labels(project, new)  # the same frames again: nothing added, nothing changed
+    assert again.added == [] and len(again.unchanged) == len(result.picks)
+    assert tree_digest(project) == after
+
+    changed = read_pose_csv(new / "CollectedData.csv") + 1.0
+    write_pose_csv(changed, new / "CollectedData.csv")
+    kept = merge_labels(project, new)
+    assert len(kept.duplicates) == len(result.picks) and tree_digest(project) == after
+    replaced = merge_labels(project, new, replace=True)
+    assert len(replaced.replaced) == len(result.picks)
+    labels = read_labeled_frames(project)
+    assert len(labels) == n_before + len(result.picks)
+    row = labels.image_paths.index(first)
+    pick = result.picks[0]
+    np.testing.assert_allclose(labels.keypoints[row], tracked[1][pick.key][pick.frame] + 1.0)
+
+
+@pytest.mark.slow
+def test_select_frames_reads_and_writes_s3(s3, tiny_project, tmp_path, capsys):
+    """Tracks, videos and the labeling folder all in the bucket (the real S3 server)."""
+    synthetic = load_synthetic_project(tiny_project)
+    for video in [*synthetic.train_videos, *synthetic.test_videos]:
+        s3.put(str(video), f"lpray-test/select/videos/{video.name}")
+    tracks = "s3://lpray-test/select/tracks"
+    track_outputs(tiny_project, tracks, DISAGREE, video_root="s3://lpray-test/select/videos")
+    out = "s3://lpray-test/select/labels"
+    code = cli.main(["select-frames", tracks, "--n", "3", "--min-gap", "5", "--out", out])
+    assert code == 0, capsys.readouterr().err
+    s3.invalidate_cache()
+    stored = s3.find("lpray-test/select/labels")
+    assert sum(p.endswith(".png") for p in stored) == 3
+    record = json.loads(s3.cat("lpray-test/select/labels/selection.json"))
+    assert len(record["picks"]) == 3
+    videos = {v.stem: v for v in [*synthetic.train_videos, *synthetic.test_videos]}
+    for pick in record["picks"]:
+        assert pick["frame"] in DISAGREE[pick["video"]]
+        local = tmp_path / "png"
+        s3.get(f"lpray-test/select/labels/{pick['image']}", str(local))
+        with PyAVReader(str(videos[pick["video"]])) as reader:
+            frame = reader.read(pick["frame"], 1)[0]
+        np.testing.assert_array_equal(np.asarray(Image.open(local).convert("RGB")), frame)
+
+
+def test_weights_and_settings_are_checked_by_name():
+    from lpray.select.scoring import ScoreWeights
+
+    assert ScoreWeights.parse("ensemble_std=2,low_confidence=0").low_confidence == 0
+    with pytest.raises(ValueError, match="SIGNAL one of"):
+        ScoreWeights.parse("spread=1")
+    with pytest.raises(ValueError, match="at least one score weight"):
+        ScoreWeights(0, 0, 0, 0, 0)
+    with pytest.raises(ValueError, match="--min-gap"):
+        SelectSettings(n=3, min_gap=0)
