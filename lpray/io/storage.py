@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -283,3 +284,21 @@ def local_copy(path: str | os.PathLike, cache: str | os.PathLike | None = None) 
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
     return target
+
+
+def replace_folder(staged: Path, target: Path) -> None:
+    """Put the complete local folder ``staged`` at ``target`` with renames: an existing
+    ``target`` is moved aside first and deleted only once ``staged`` is in place (restored if
+    the rename fails), so ``target`` is always either the old folder or the new one."""
+    aside = None
+    if target.exists():
+        aside = target.parent / f".{target.name}.lpray-old-{uuid.uuid4().hex[:8]}"
+        os.replace(target, aside)
+    try:
+        os.replace(staged, target)
+    except OSError:
+        if aside is not None:
+            os.replace(aside, target)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)

@@ -23,11 +23,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import tempfile
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,6 +41,7 @@ from lpray.io.storage import (
     join,
     local_file,
     local_path,
+    replace_folder,
 )
 from lpray.io.tables import write_pose_csv
 from lpray.report.overlay import keypoint_colors
@@ -242,18 +241,8 @@ def _publish(staging: Path, out: str, overwrite: bool) -> None:
         return
     target = local_path(out)
     target.parent.mkdir(parents=True, exist_ok=True)
-    old = None
-    if target.exists() and (overwrite or not any(target.iterdir())):
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.replace(target, old)
-    try:
-        os.replace(staging, target)
-    except OSError:
-        if old is not None:
-            os.replace(old, target)
-        raise
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    _check_out(out, overwrite)  # again: it may have filled up while the frames were extracted
+    replace_folder(staging, target)
 
 
 def select_frames(track_dir: str, out: str, settings: SelectSettings) -> SelectResult:

@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import uuid
 from pathlib import Path
@@ -31,7 +30,7 @@ from typing import Any
 
 from lpray.config import Config, load_config
 from lpray.errors import UserError
-from lpray.io.storage import atomic_write
+from lpray.io.storage import atomic_write, replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -220,18 +219,7 @@ def staging_dir(model_dir: Path) -> Path:
 def swap_in(staged: Path, model_dir: Path) -> None:
     """Replace ``model_dir`` by the complete ``staged`` one (two renames; the old one is kept
     aside until the new one is in place, then deleted)."""
-    aside = None
-    if model_dir.exists():
-        aside = model_dir.parent / f".{model_dir.name}.lpray-old-{uuid.uuid4().hex[:8]}"
-        os.replace(model_dir, aside)
-    try:
-        os.replace(staged, model_dir)
-    except OSError:
-        if aside is not None:
-            os.replace(aside, model_dir)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
+    replace_folder(staged, model_dir)
     log.info("replaced %s with the new model", model_dir)
 
 
