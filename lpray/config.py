@@ -71,7 +71,9 @@ class ModelConfig:
     """The heatmap network (DESIGN section 3)."""
 
     backbone: str = "resnet18"
-    pretrained: bool = False  # ImageNet weights; needs them cached locally (nothing is downloaded)
+    # ImageNet (ResNets: torchvision's) / DINO (ViTs: timm's) weights, downloaded once into the
+    # torch hub / Hugging Face cache and verified (lpray.models.weights; LPRAY_OFFLINE=1: never)
+    pretrained: bool = False
     model_type: Literal["heatmap", "context"] = "heatmap"
     heatmap_sigma: float = 1.25  # Gaussian target width, heatmap pixels
     softmax_temperature: float = 100.0  # targets peak at 1: LP's 1000 on sum-to-1 maps ~ 100 here

@@ -261,10 +261,13 @@ def test_pretrained_weights_missing_is_one_line_and_writes_nothing(
     tiny_project, tmp_path, capsys, monkeypatch
 ):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("LPRAY_OFFLINE", "1")  # tests never download
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump(tiny_config(tiny_project, tmp_path / "model")))
     code, _, err = run_cli(["train", config, "model.pretrained=true"], capsys)
     assert_one_user_error(code, err, "model.pretrained", "resnet18", "not cached")
+    assert "https://download.pytorch.org/models/resnet18-" in err
+    assert str(tmp_path / "empty-cache" / "hub" / "checkpoints") in err
     assert not (tmp_path / "model").exists()
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from lpray.errors import UserError
 from lpray.models.resnet import resnet_trunk
+from lpray.models.weights import PretrainedWeightsUnavailable, load_weights
 
 Builder = Callable[[bool], tuple[nn.Module, int]]
 _REGISTRY: dict[str, tuple[Builder, int]] = {}
@@ -41,49 +41,31 @@ def backbone_stride(name: str) -> int:
     return _REGISTRY[name][1]
 
 
-class PretrainedWeightsUnavailable(UserError, RuntimeError):
-    """ImageNet weights were asked for but are not in the local torch cache."""
-
-
 def check_pretrained_cached(name: str) -> None:
-    """Raise :class:`PretrainedWeightsUnavailable` unless ``name``'s ImageNet weights are cached.
-
-    Cheap (no network, no model built): commands call it before they write anything.
-    """
+    """Fetch ``name``'s pretrained weights now (download on first use, verify), or raise
+    :class:`PretrainedWeightsUnavailable`: commands call it before they write anything, so a
+    run never fails for its weights after it started."""
     if name in REDUCED_WIDTH:
         raise PretrainedWeightsUnavailable(
             f"model.pretrained: {name} is a reduced-width ResNet; no ImageNet weights exist for "
             "it. Set model.pretrained=false, or choose resnet18/34/50"
         )
     if name in _REGISTRY and name.startswith("resnet"):
-        _resnet_weights(name)
+        _resnet_state(name)
 
 
-def _resnet_weights(name: str):  # noqa: ANN202 - a torchvision WeightsEnum member
-    """The ImageNet weights of ``name``, checked to be in the local torch cache."""
-    import os
+def _resnet_state(name: str) -> dict[str, torch.Tensor]:
+    """torchvision's ImageNet state dict of ``name`` (its weights API names the file and URL)."""
+    import torchvision  # noqa: PLC0415 - only for its weight table (5.7 s import, resnet.py)
 
-    import torchvision  # noqa: PLC0415 - only for its weight files (5.7 s import, resnet.py)
-
-    weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
-    cache = torch.hub.get_dir()
-    filename = weights.url.rsplit("/", 1)[-1]
-    if not os.path.exists(os.path.join(cache, "checkpoints", filename)):
-        # lpray never downloads at run time inside workers: a cluster node without internet
-        # would hang. Ask for the file to be cached up front instead.
-        raise PretrainedWeightsUnavailable(
-            f"model.pretrained: ImageNet weights for {name} are not cached at "
-            f'{cache}/checkpoints/{filename}; download them once with `python -c "import '
-            f"torchvision; torchvision.models.{name}(weights='IMAGENET1K_V1')\"` on a machine "
-            "with internet, or set model.pretrained=false for random initialisation"
-        )
-    return weights
+    url = torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
+    return load_weights(url, f"model.pretrained: ImageNet weights for {name}")
 
 
 def _resnet(name: str, pretrained: bool) -> tuple[nn.Module, int]:
     trunk, channels = resnet_trunk(name)
     if pretrained:
-        state = _resnet_weights(name).get_state_dict(progress=False)
+        state = _resnet_state(name)
         # the trunk is conv1, bn1, relu, maxpool, layer1..4 in torchvision's order: its indices
         names = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
         index = {n: str(i) for i, n in enumerate(names)}
