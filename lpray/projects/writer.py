@@ -138,7 +138,8 @@ def _starter_config(
             "image_size": [size, size],
             "keypoints": names,
         },
-        "model": {"backbone": "resnet50"},
+        # a real project starts from ImageNet weights (downloaded once, lpray.models.weights)
+        "model": {"backbone": "resnet50", "pretrained": True},
         "training": {"output_dir": str(root / "model")},
     }
     skeleton = ", ".join(f"{names[a]}-{names[b]}" for a, b in edges) or "none"
