@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch.compile the network (about a minute once; faster on long videos)",
     )
+    parser.add_argument(
+        "--no-cuda-graphs",
+        dest="cuda_graphs",
+        action="store_false",
+        help="run the network eagerly on a GPU instead of replaying a CUDA graph per chunk",
+    )
     add_format_argument(parser)
     parser.add_argument(
         "--precision",
@@ -86,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
                     chunk_size=args.chunk_size,
                     decoders=args.decoders,
                     formats=args.formats,
+                    cuda_graphs=args.cuda_graphs,
                 )
             print(
                 f"{path}: {stats['frames']} frames at {stats['frames_per_second']:.1f} frames/s "

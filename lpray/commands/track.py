@@ -71,6 +71,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the members (about a minute once per worker; faster on corpora)",
     )
     parser.add_argument(
+        "--no-cuda-graphs",
+        dest="cuda_graphs",
+        action="store_false",
+        help="run the members eagerly on a GPU instead of replaying one CUDA graph per chunk",
+    )
+    parser.add_argument(
         "--precision", default="auto", choices=list(PRECISIONS), help="auto = bf16 on a GPU"
     )
     parser.add_argument(
@@ -110,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             segment_frames=args.segment_frames,
             compile=args.compile,
             precision=args.precision,
+            cuda_graphs=args.cuda_graphs,
             overlay=args.overlay,
             formats=args.formats,
         ),

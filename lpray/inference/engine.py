@@ -32,6 +32,7 @@ import torch
 
 from lpray.data.video import VideoInfo, validate_video
 from lpray.inference.chunks import DEFAULT_GPU_DECODERS, iter_prediction_chunks, reader_for
+from lpray.inference.graphs import ChunkPasses
 from lpray.inference.network import PoseNetwork, map_points
 
 # A part decoded by its own reader has at least this many chunks: shorter parts pay a reader's
@@ -102,6 +103,7 @@ def predict_range(
     decoders: int | None = None,
     info: VideoInfo | None = None,
     lock: threading.Lock | None = None,
+    passes: ChunkPasses | None = None,
 ) -> RangePrediction:
     """Keypoints of frames ``[start, stop)`` of ``video`` from every network.
 
@@ -116,6 +118,9 @@ def predict_range(
             with DALI on a GPU, else 1).
         info: the video's validation result, when the caller has it.
         lock: held around each chunk's network passes (see the module docstring).
+        passes: runs the members over a chunk, keeping its CUDA graphs between calls (None: a
+            new :class:`~lpray.inference.graphs.ChunkPasses` with graphs on a GPU). Callers
+            sharing ``lock`` share it.
 
     Returns:
         A :class:`RangePrediction`.
@@ -135,6 +140,7 @@ def predict_range(
     device = str(networks[0].device)
     chunk_size = chunk_size or default_chunk(networks[0].device.type)
     lock = lock or threading.Lock()
+    passes = passes or ChunkPasses(networks)
     reader = reader_for(info, backend, device, stop - start)
     if decoders is None:
         decoders = DEFAULT_GPU_DECODERS if reader == "dali" and device.startswith("cuda") else 1
@@ -159,12 +165,13 @@ def predict_range(
                 first, last = chunk["valid_rows"]
                 to_frame = chunk["to_frame"].float()
                 with lock:
-                    for m in members:
-                        xy, confidence = networks[m].predict_sequence(chunk["frames"])
+                    # a graph replay's outputs are overwritten by the next replay: copy the
+                    # valid rows out (stream-ordered) before another chunk runs
+                    for m, (xy, confidence) in zip(members, passes(members, chunk["frames"])):
                         xy = xy[first:last]
                         mapped = map_points(to_frame[None].expand(xy.shape[0], 2, 3), xy)
                         xy_parts[m][part].append(mapped)
-                        conf_parts[m][part].append(confidence[first:last])
+                        conf_parts[m][part].append(confidence[first:last].clone())
                 frames_seen.append(chunk["valid_frames"])
         if not np.array_equal(np.concatenate(frames_seen), np.arange(a, b)):
             raise RuntimeError(f"{video}: prediction chunks did not cover frames {a}..{b} in order")

@@ -10,6 +10,7 @@ import pandas as pd
 import torch
 
 from lpray.inference.engine import predict_range
+from lpray.inference.graphs import ChunkPasses
 from lpray.inference.network import PoseNetwork
 from lpray.io.formats import DEFAULT_FORMATS, PoseMeta, save_pose
 from lpray.io.storage import atomic_write, join
@@ -72,8 +73,10 @@ def predict_video(
     chunk_size: int | None = None,
     decoders: int | None = None,
     formats: Sequence[str] = DEFAULT_FORMATS,
+    cuda_graphs: bool = True,
 ) -> dict[str, float]:
-    """Predict every frame; write ``<stem>.<format>`` for each format and ``<stem>.metrics.csv``.
+    """Predict every frame; write ``<stem>.<format>`` for each format and ``<stem>.metrics.csv``
+    (``cuda_graphs``: see :class:`~lpray.inference.graphs.ChunkPasses`).
 
     Returns:
         ``frames``, ``seconds`` (prediction), ``frames_per_second``, ``first_chunk_seconds``
@@ -81,7 +84,12 @@ def predict_video(
         ``mean_confidence``.
     """
     result = predict_range(
-        [network], video, chunk_size=chunk_size, backend=backend, decoders=decoders
+        [network],
+        video,
+        chunk_size=chunk_size,
+        backend=backend,
+        decoders=decoders,
+        passes=ChunkPasses([network], cuda_graphs),
     )
     xy, confidence = result.xy[0], result.confidence[0]
     stem = Path(video).name.rsplit(".", 1)[0]

@@ -53,6 +53,8 @@ class TrackSettings:
         compile: ``torch.compile`` the members, one graph for all (CUDA; compiled once per
             worker on its first chunk).
         precision: ``auto`` (bf16 on a GPU), ``bf16`` or ``fp32``.
+        cuda_graphs: on a GPU, replay every member's pass over a chunk from one CUDA graph
+            (:mod:`lpray.inference.graphs`).
         overlay: ``strip`` (PNG of sample frames), ``video`` (labeled mp4), ``both`` or ``none``.
         strip_frames: frames in the PNG strip.
         formats: table formats of the member and EKS outputs (:mod:`lpray.io.formats`).
@@ -68,6 +70,7 @@ class TrackSettings:
     segment_frames: int = 20_000
     compile: bool = False
     precision: str = "auto"
+    cuda_graphs: bool = True
     overlay: str = "strip"
     strip_frames: int = 6
     formats: tuple[str, ...] = DEFAULT_FORMATS
@@ -136,6 +139,7 @@ class TrackWorker:
         self, model_dirs: list[str], settings: TrackSettings, device: str | None = None
     ) -> None:
         self.created_at = time.time()
+        from lpray.inference.graphs import ChunkPasses
         from lpray.inference.network import compile_shared, load_network
 
         limit_torch_threads()
@@ -150,6 +154,8 @@ class TrackWorker:
         if settings.compile:  # one graph for every member (compiled on the first chunk)
             compile_shared(self.networks)
         self.lock = threading.Lock()
+        # its CUDA graphs serve every call (captured on the first chunk of each shape)
+        self.passes = ChunkPasses(self.networks, settings.cuda_graphs)
         self.ready_at = time.time()
 
     def predict(
@@ -189,6 +195,7 @@ class TrackWorker:
                 decoders=s.decoders,
                 info=dataclasses.replace(info, path=path) if info is not None else None,
                 lock=self.lock,
+                passes=self.passes,
             )
         return {
             "xy": result.xy,
