@@ -434,3 +434,72 @@ def test_context_frames_are_the_decoded_neighbours_clamped_at_the_edges(edge_sel
             )
     record = json.loads((out / "selection.json").read_text())
     assert record["settings"]["context_frames"] == 2
+
+
+def _stored(s3, prefix: str) -> dict[str, bytes]:
+    s3.invalidate_cache()
+    return {p: s3.cat(p) for p in s3.find(prefix)}
+
+
+def test_merge_labels_on_urls_refusals_and_an_outage_leave_the_project_identical(
+    s3, s3_server, edge_selection, tiny_project, tmp_path, capsys
+):
+    """PROJECT and NEW_LABELS in the bucket (the real S3 server): a refused merge and one whose
+    store goes down at the CSV's upload leave every stored object as it was; with the store back
+    the merge adds the rows, their images and their context frames."""
+    out, result, truths = edge_selection
+    images = sorted(p.image for p in result.picks)
+    local_project = _project_copy(tiny_project, tmp_path / "project", images)
+    new = _corrected(out, tmp_path / "new", truths)
+    s3.put(str(local_project), "lpray-test/merge/project", recursive=True)
+    s3.put(str(new), "lpray-test/merge/new", recursive=True)
+    project, new_url = "s3://lpray-test/merge/project", "s3://lpray-test/merge/new"
+    before = _stored(s3, "lpray-test/merge/project")
+    assert "lpray-test/merge/project/CollectedData.csv" in before
+
+    missing = f"lpray-test/merge/new/{images[0]}"
+    s3.rm(missing)
+    with pytest.raises(MergeError, match=f"row {images[0]}: image .* not found"):
+        merge_labels(project, new_url)
+    s3.put(str(new / images[0]), missing)
+    assert _stored(s3, "lpray-test/merge/project") == before
+
+    s3_server.stop_on(
+        lambda method, where: (
+            method in ("PUT", "POST") and where.endswith("/merge/project/CollectedData.csv")
+        )
+    )
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whatever the client raises for "refused"
+            merge_labels(project, new_url + "/CollectedData.csv")
+        assert s3_server.server is None  # it went down at the CSV's upload
+    finally:
+        s3_server.stop_on(None)
+        if s3_server.server is None:
+            s3_server.start()
+    after = _stored(s3, "lpray-test/merge/project")
+    for path, data in before.items():  # every object the project had is unchanged
+        assert after[path] == data, path
+    extra = sorted(set(after) - set(before))  # what the outage left behind: unreferenced images
+    assert all(p.endswith(".png") for p in extra), extra
+
+    assert cli.main(["merge-labels", project, new_url]) == 0, capsys.readouterr().err
+    final = _stored(s3, "lpray-test/merge/project")
+    merged = read_pose_csv(project + "/CollectedData.csv")
+    assert len(merged) == len(read_pose_csv(local_project / "CollectedData.csv")) + len(images)
+    xy, _ = table_to_arrays(merged.loc[images])
+    for row, image in enumerate(images):
+        key = image.split("/")[1]
+        np.testing.assert_allclose(xy[row], truths[key][_frame_of(image)])
+    context = []
+    for image in images:
+        for name in context_paths(image, range(-2, 3)):
+            stored = f"lpray-test/merge/project/{name}"
+            if (new / name).is_file():  # every neighbour select-frames extracted is there
+                kept = before.get(stored)  # the project's own file of that frame stays
+                assert final[stored] == (kept if kept is not None else (new / name).read_bytes())
+                context += [name] if kept is None and name not in images else []
+    assert context and "context frames copied" in capsys.readouterr().out
+    again = merge_labels(project, new_url)  # nothing new: nothing written
+    assert again.added == [] and again.context == []
+    assert _stored(s3, "lpray-test/merge/project") == final
