@@ -21,14 +21,20 @@ import pytest
 from PIL import Image
 
 from lpray import cli
-from lpray.data.labeled import read_labeled_frames
+from lpray.data.labeled import LabeledDataset, context_paths, read_labeled_frames
 from lpray.data.synthetic import load_synthetic_project, load_truth
 from lpray.data.video import PyAVReader
 from lpray.io.tables import arrays_to_table, read_pose_csv, table_to_arrays, write_pose_csv
+from lpray.projects import dlc
 from lpray.select import picking
 from lpray.select.extraction import GUESS_SCORER
 from lpray.select.merge import MergeError, merge_labels
-from lpray.select.run import SelectionOutputError, SelectSettings, select_frames
+from lpray.select.run import (
+    SelectionOutputError,
+    SelectSettings,
+    SelectSettingsError,
+    select_frames,
+)
 from lpray.track.manifest import VideoJob
 from lpray.track.tasks import TrackSettings, smooth_video
 
@@ -325,3 +331,175 @@ def test_weights_and_settings_are_checked_by_name():
         ScoreWeights(0, 0, 0, 0, 0)
     with pytest.raises(ValueError, match="--min-gap"):
         SelectSettings(n=3, min_gap=0)
+    with pytest.raises(SelectSettingsError, match="--context-frames must be >= 0"):
+        SelectSettings(n=3, context_frames=-1)
+    with pytest.raises(SelectSettingsError, match="--dlc-scorer"):
+        SelectSettings(n=3, dlc_scorer="a/b")
+
+
+def _frame_of(image: str) -> int:
+    return int(image.rsplit("img", 1)[1][:8])
+
+
+def test_dlc_per_video_stubs_read_back_by_pandas_and_lpray_convert(selection, tracked, tmp_path):
+    """Each video's folder holds DeepLabCut's CollectedData_<scorer>.h5 and .csv: rows keyed
+    (labeled-data, video, image), (scorer, bodyparts, coords) columns, the EKS guess."""
+    out, result = selection
+    picks: dict[str, list[int]] = {}
+    for pick in result.picks:
+        picks.setdefault(pick.key, []).append(pick.frame)
+    assert sorted(p.name for p in (out / "labeled-data").glob("*/CollectedData_*")) == sorted(
+        f"CollectedData_{GUESS_SCORER}{suffix}" for _ in picks for suffix in (".h5", ".csv")
+    )
+    for key, frames in picks.items():
+        h5 = out / "labeled-data" / key / f"CollectedData_{GUESS_SCORER}.h5"
+        table = pd.read_hdf(h5)  # as DeepLabCut's GUI reads it: the file's one key
+        pd.testing.assert_frame_equal(pd.read_hdf(h5, "df_with_missing"), table)
+        assert list(table.columns.names) == ["scorer", "bodyparts", "coords"]
+        assert set(table.columns.get_level_values(0)) == {GUESS_SCORER}
+        assert list(dict.fromkeys(table.columns.get_level_values(1))) == result.keypoints
+        assert set(table.columns.get_level_values(2)) == {"x", "y"}
+        assert sorted(table.index) == sorted(
+            ("labeled-data", key, f"img{t:08d}.png") for t in frames
+        )
+        eks, _ = table_to_arrays(read_pose_csv(tracked[0] / key / f"{key}.eks.csv"))
+        xy, _ = table_to_arrays(table)
+        np.testing.assert_allclose(xy, eks[[_frame_of(i[2]) for i in table.index]], atol=1e-6)
+        csv = pd.read_csv(h5.with_suffix(".csv"), header=[0, 1, 2], index_col=[0, 1, 2])
+        assert list(csv.index) == list(table.index)
+        np.testing.assert_allclose(csv.to_numpy(), table.to_numpy(), atol=1e-9)
+
+    # lpray convert's DeepLabCut reader, on a DLC project made of the folders (h5, then csv)
+    project = tmp_path / "dlc"
+    shutil.copytree(out / "labeled-data", project / "labeled-data")
+    config = {"scorer": GUESS_SCORER, "bodyparts": result.keypoints, "video_sets": {}}
+    (project / "config.yaml").write_text(__import__("yaml").safe_dump(config))
+    for _ in range(2):
+        labels, _, _ = dlc.SOURCE.load(project)
+        assert [n.name for n in labels.skeletons[0].nodes] == result.keypoints
+        assert len(labels.labeled_frames) == len(result.picks)
+        for frame in labels.labeled_frames:
+            image = Path(frame.video.filename[frame.frame_idx])
+            key = image.parent.name
+            eks, _ = table_to_arrays(read_pose_csv(tracked[0] / key / f"{key}.eks.csv"))
+            xy = frame.instances[0].numpy()
+            np.testing.assert_allclose(xy, eks[_frame_of(image.name)], atol=1e-6)
+        for h5 in project.glob("labeled-data/*/*.h5"):
+            h5.unlink()  # the second pass reads the CSVs
+
+
+EDGES = {"train00": [3, 20], "train01": [10, 39], "test00": [1, 38]}
+
+
+@pytest.fixture(scope="module")
+def edge_selection(tiny_project, tmp_path_factory):
+    """Picks at and near both ends of the videos, with 2 context frames and scorer alice."""
+    folder = tmp_path_factory.mktemp("edges")
+    truths = track_outputs(tiny_project, str(folder / "tracks"), EDGES)
+    settings = SelectSettings(n=6, min_gap=5, pool_factor=1, context_frames=2, dlc_scorer="alice")
+    result = select_frames(str(folder / "tracks"), str(folder / "labels"), settings)
+    return folder / "labels", result, truths
+
+
+def test_context_frames_are_the_decoded_neighbours_clamped_at_the_edges(edge_selection):
+    out, result, _ = edge_selection
+    picked: dict[str, list[int]] = {}
+    for pick in result.picks:
+        picked.setdefault(pick.key, []).append(pick.frame)
+    assert {1, 38} <= set(picked["test00"]) and 39 in picked["train01"]  # near and at the ends
+    stub = read_pose_csv(out / "CollectedData.csv")  # rows: the picks only
+    assert sorted(stub.index) == sorted(p.image for p in result.picks)
+    for key in picked:
+        assert (out / "labeled-data" / key / "CollectedData_alice.h5").is_file()
+    for key, frames in picked.items():
+        wanted = {u for t in frames for u in range(t - 2, t + 3) if 0 <= u < 40}
+        folder = out / "labeled-data" / key
+        assert {_frame_of(p.name) for p in folder.glob("img*.png")} == wanted
+        video = next(p.video for p in result.picks if p.key == key)
+        with PyAVReader(video) as reader:
+            for t in sorted(wanted):
+                png = np.asarray(Image.open(folder / f"img{t:08d}.png").convert("RGB"))
+                np.testing.assert_array_equal(png, reader.read(t, 1)[0])
+    # lpray's context-model loader finds the neighbours by name (a missing one past the end of
+    # the video is replaced by the frame itself)
+    labels = read_labeled_frames(out)
+    dataset = LabeledDataset(labels, (64, 64), context=2, defer_augment=True)
+    for index, image in enumerate(labels.image_paths):
+        raw = dataset[index]["raw"].numpy()
+        for c, name in enumerate(context_paths(image, range(-2, 3))):
+            source = out / name if (out / name).is_file() else out / image
+            assert _frame_of(name) >= 40 or source == out / name
+            np.testing.assert_array_equal(
+                raw[c].transpose(1, 2, 0), np.asarray(Image.open(source).convert("RGB"))
+            )
+    record = json.loads((out / "selection.json").read_text())
+    assert record["settings"]["context_frames"] == 2
+
+
+def _stored(s3, prefix: str) -> dict[str, bytes]:
+    s3.invalidate_cache()
+    return {p: s3.cat(p) for p in s3.find(prefix)}
+
+
+def test_merge_labels_on_urls_refusals_and_an_outage_leave_the_project_identical(
+    s3, s3_server, edge_selection, tiny_project, tmp_path, capsys
+):
+    """PROJECT and NEW_LABELS in the bucket (the real S3 server): a refused merge and one whose
+    store goes down at the CSV's upload leave every stored object as it was; with the store back
+    the merge adds the rows, their images and their context frames."""
+    out, result, truths = edge_selection
+    images = sorted(p.image for p in result.picks)
+    local_project = _project_copy(tiny_project, tmp_path / "project", images)
+    new = _corrected(out, tmp_path / "new", truths)
+    s3.put(str(local_project), "lpray-test/merge/project", recursive=True)
+    s3.put(str(new), "lpray-test/merge/new", recursive=True)
+    project, new_url = "s3://lpray-test/merge/project", "s3://lpray-test/merge/new"
+    before = _stored(s3, "lpray-test/merge/project")
+    assert "lpray-test/merge/project/CollectedData.csv" in before
+
+    missing = f"lpray-test/merge/new/{images[0]}"
+    s3.rm(missing)
+    with pytest.raises(MergeError, match=f"row {images[0]}: image .* not found"):
+        merge_labels(project, new_url)
+    s3.put(str(new / images[0]), missing)
+    assert _stored(s3, "lpray-test/merge/project") == before
+
+    s3_server.stop_on(
+        lambda method, where: (
+            method in ("PUT", "POST") and where.endswith("/merge/project/CollectedData.csv")
+        )
+    )
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - whatever the client raises for "refused"
+            merge_labels(project, new_url + "/CollectedData.csv")
+        assert s3_server.server is None  # it went down at the CSV's upload
+    finally:
+        s3_server.stop_on(None)
+        if s3_server.server is None:
+            s3_server.start()
+    after = _stored(s3, "lpray-test/merge/project")
+    for path, data in before.items():  # every object the project had is unchanged
+        assert after[path] == data, path
+    extra = sorted(set(after) - set(before))  # what the outage left behind: unreferenced images
+    assert all(p.endswith(".png") for p in extra), extra
+
+    assert cli.main(["merge-labels", project, new_url]) == 0, capsys.readouterr().err
+    final = _stored(s3, "lpray-test/merge/project")
+    merged = read_pose_csv(project + "/CollectedData.csv")
+    assert len(merged) == len(read_pose_csv(local_project / "CollectedData.csv")) + len(images)
+    xy, _ = table_to_arrays(merged.loc[images])
+    for row, image in enumerate(images):
+        key = image.split("/")[1]
+        np.testing.assert_allclose(xy[row], truths[key][_frame_of(image)])
+    context = []
+    for image in images:
+        for name in context_paths(image, range(-2, 3)):
+            stored = f"lpray-test/merge/project/{name}"
+            if (new / name).is_file():  # every neighbour select-frames extracted is there
+                kept = before.get(stored)  # the project's own file of that frame stays
+                assert final[stored] == (kept if kept is not None else (new / name).read_bytes())
+                context += [name] if kept is None and name not in images else []
+    assert context and "context frames copied" in capsys.readouterr().out
+    again = merge_labels(project, new_url)  # nothing new: nothing written
+    assert again.added == [] and again.context == []
+    assert _stored(s3, "lpray-test/merge/project") == final

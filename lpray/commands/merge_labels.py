@@ -13,10 +13,12 @@ HELP = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "project", metavar="PROJECT", help="project folder (or its CollectedData.csv)"
+        "project", metavar="PROJECT", help="project folder (or its CollectedData.csv), local or URL"
     )
     parser.add_argument(
-        "new_labels", metavar="NEW_LABELS", help="labeling folder (or its CollectedData.csv)"
+        "new_labels",
+        metavar="NEW_LABELS",
+        help="labeling folder (or its CollectedData.csv), local or URL",
     )
     parser.add_argument(
         "--replace",
@@ -37,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{result.csv}: {len(result.added)} frames added, {len(result.replaced)} replaced, "
         f"{len(result.unchanged)} already there, {len(result.duplicates)} already labeled "
-        "differently (kept the project's; --replace takes the new ones)"
+        "differently (kept the project's; --replace takes the new ones), "
+        f"{len(result.context)} context frames copied"
     )
     return 0

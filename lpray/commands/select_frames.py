@@ -2,8 +2,9 @@
 
 Ranks every frame of a tracked corpus by the ensemble's disagreement (see
 :mod:`lpray.select.scoring`), spreads the picks over videos, time and appearance, and writes a
-labeling folder: PNGs, a ``CollectedData.csv`` prefilled with the EKS guess, ``selection.csv``
-and ``selection.html`` (the picks with the members' predictions, and why).
+labeling folder: PNGs (and, with ``--context-frames``, their neighbours), a ``CollectedData.csv``
+prefilled with the EKS guess (also as DeepLabCut's per-video ``CollectedData_<scorer>.h5``),
+``selection.csv`` and ``selection.html`` (the picks with the members' predictions, and why).
 """
 
 from __future__ import annotations
@@ -47,11 +48,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(default: the one TRACK_DIR/manifest.json names)",
     )
     parser.add_argument(
+        "--context-frames",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also extract frames t-N..t+N around each pick (not labeled rows) for context models; "
+        "Lightning Pose's use 2 (default 0)",
+    )
+    parser.add_argument(
+        "--dlc-scorer",
+        default=None,
+        help="scorer name of the per-video DeepLabCut stubs labeled-data/<video>/"
+        "CollectedData_<scorer>.h5: your DeepLabCut config's scorer (default lpray-eks-guess)",
+    )
+    parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing labeling folder at --out"
     )
 
 
 def run(args: argparse.Namespace) -> int:
+    from lpray.select.extraction import GUESS_SCORER
     from lpray.select.run import SelectSettings, select_frames
     from lpray.select.scoring import ScoreWeights
 
@@ -63,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         seed=args.seed,
         ensemble=args.ensemble,
         overwrite=args.overwrite,
+        context_frames=args.context_frames,
+        dlc_scorer=args.dlc_scorer or GUESS_SCORER,
     )
     result = select_frames(args.track_dir, args.out, settings)
     spread = ", ".join(f"{k}: {v}" for k, v in result.videos.items() if v)

@@ -3,7 +3,8 @@
 
 The label files are read with pandas, keypoints in the config's ``bodyparts`` order (sleap-io's
 DLC loader needs the CSVs and sorts the keypoints by name). DeepLabCut 2.2+ keys rows by
-(``labeled-data``, video, image); older versions by one ``labeled-data/video/image`` string."""
+(``labeled-data``, video, image); older versions by one ``labeled-data/video/image`` string.
+:func:`write_labels` writes the 2.2+ layout (``lpray select-frames``' per-video stubs)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from lpray.io.tables import keypoint_names
+from lpray.io.formats.dlc_h5 import write_h5
+from lpray.io.storage import join
+from lpray.io.tables import HEADER_LEVELS, keypoint_names, write_pose_csv
 from lpray.projects import ProjectError, ProjectSource
 from lpray.projects.tables import labels_from_table
 
@@ -55,6 +58,57 @@ def _read_labels(folder: Path) -> pd.DataFrame | None:
         table.index = [str(k).replace("\\", "/") for k in rows]
     table.columns = table.columns.set_names(["scorer", "bodyparts", "coords"])
     return table.astype(float)
+
+
+def label_file(video: str, scorer: str, suffix: str = ".h5") -> str:
+    """``labeled-data/<video>/CollectedData_<scorer>.h5``: where DeepLabCut keeps a video's labels."""
+    return f"labeled-data/{video}/CollectedData_{scorer}{suffix}"
+
+
+def write_labels(table: pd.DataFrame, root: str, scorer: str) -> list[str]:
+    """Write a labels table as DeepLabCut's per-video label files under ``root`` (local or URL).
+
+    Each ``labeled-data/<video>`` folder gets ``CollectedData_<scorer>.h5`` (key
+    ``df_with_missing``) and ``.csv``, rows keyed by (``labeled-data``, video, image) and columns
+    (scorer, bodyparts, coords) with x and y, as DeepLabCut 2.2+ writes them; :func:`load` reads
+    them back.
+
+    Args:
+        table: image paths ``labeled-data/<video>/<image>`` as rows, (scorer, bodyparts, coords)
+            columns; coords other than x and y are dropped.
+        root: the folder the image paths are relative to.
+        scorer: the scorer name in the files' header and names (DeepLabCut uses its config's).
+
+    Returns:
+        The files written, relative to ``root``.
+
+    Raises:
+        ProjectError: a row that is not ``labeled-data/<video>/<image>``.
+    """
+    keys = [tuple(str(row).split("/")) for row in table.index]
+    bad = [row for row, key in zip(table.index, keys) if len(key) != 3 or key[0] != "labeled-data"]
+    if bad:
+        raise ProjectError(
+            f"{root}: row {bad[0]} is not labeled-data/<video>/<image>; DeepLabCut keeps each "
+            "video's frames in its own labeled-data folder"
+        )
+    columns = [c for c in table.columns if c[2] in ("x", "y")]
+    labels = table[columns].astype(float)
+    labels.columns = pd.MultiIndex.from_tuples(
+        [(scorer, part, coord) for _, part, coord in columns], names=list(HEADER_LEVELS)
+    )
+    labels.index = pd.MultiIndex.from_tuples(keys)
+    written = []
+    for video in dict.fromkeys(key[1] for key in keys):
+        rows = labels.xs(video, level=1, drop_level=False)
+        for suffix in (".h5", ".csv"):
+            name = label_file(video, scorer, suffix)
+            if suffix == ".h5":
+                write_h5(rows, join(root, name), layout="fixed")
+            else:
+                write_pose_csv(rows, join(root, name))
+            written.append(name)
+    return written
 
 
 def load(path: Path) -> tuple[Any, list[Path], str]:

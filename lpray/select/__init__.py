@@ -7,8 +7,10 @@ package ranks the frames of a tracked corpus by them and hands a labeling folder
   optional ``<video>.metrics.csv``), one video at a time;
 - :mod:`lpray.select.scoring`: the per-frame signals and their robust combination (the score);
 - :mod:`lpray.select.picking`: quotas over videos, a minimum frame gap, k-means diversity;
-- :mod:`lpray.select.extraction`: decodes chosen frames, writes PNGs and the ``CollectedData.csv``
-  stub prefilled with the EKS guess;
+- :mod:`lpray.select.extraction`: decodes chosen frames (and their context frames), writes PNGs
+  and the ``CollectedData.csv`` stub prefilled with the EKS guess (also written as DeepLabCut's
+  per-video label files by :func:`lpray.projects.dlc.write_labels`);
 - :mod:`lpray.select.page`: the HTML page of the picks (members' predictions overlaid, and why);
-- :mod:`lpray.select.run`: the command's flow; :mod:`lpray.select.merge`: ``merge-labels``.
+- :mod:`lpray.select.run`: the command's flow; :mod:`lpray.select.merge`: ``merge-labels``
+  (local folders or URLs).
 """

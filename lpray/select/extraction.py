@@ -2,8 +2,9 @@
 
 The labeling folder follows the DeepLabCut / Lightning Pose layout, so their labelers open it as
 any project: ``labeled-data/<video>/img<frame, 8 digits>.png`` (Lightning Pose's naming, which
-its context models rely on) and ``CollectedData.csv`` with three header rows and the image paths
-relative to the folder. The stub's keypoints are the ensemble's EKS guess, marked as a guess by
+its context models rely on: the neighbours of ``img00000042.png`` are ``img00000040.png`` ...
+``img00000044.png`` in the same folder, see :func:`lpray.data.labeled.context_paths`) and
+``CollectedData.csv`` with three header rows and the image paths relative to the folder. The stub's keypoints are the ensemble's EKS guess, marked as a guess by
 its scorer name :data:`GUESS_SCORER`; ``lpray merge-labels`` refuses rows still marked so unless
 told they were checked.
 """
@@ -27,6 +28,17 @@ THUMBNAIL = 24  # side of the square grey thumbnail k-means compares frames by
 def image_name(key: str, frame: int) -> str:
     """``labeled-data/<key>/img00000042.png``: the frame's path inside the labeling folder."""
     return f"labeled-data/{key}/img{frame:08d}.png"
+
+
+def context_frames(picks: Sequence[int], context: int, frames: int) -> list[int]:
+    """The picks and their neighbours ``t-context..t+context``, clamped to ``[0, frames)``,
+    sorted, each once."""
+    wanted = {
+        min(max(t + offset, 0), frames - 1)
+        for t in picks
+        for offset in range(-context, context + 1)
+    }
+    return sorted(wanted)
 
 
 def decode_frames(video: str, frames: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:

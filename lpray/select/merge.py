@@ -2,7 +2,8 @@
 
 ``NEW_LABELS`` is a labeling folder (``lpray select-frames --out``, after a labeler corrected it)
 or its CSV; its image paths are relative to its folder and keep their place in the project
-(``labeled-data/<video>/img<t>.png``). Every row is checked before anything is written:
+(``labeled-data/<video>/img<t>.png``). Either may be a local path or a URL (``s3://...``).
+Every row is checked before anything is written:
 
 - its image must exist (and decode) in ``NEW_LABELS``;
 - its keypoints must be the project's (a keypoint the project does not know is refused; one the
@@ -14,27 +15,43 @@ or its CSV; its image paths are relative to its folder and keep their place in t
   ``accept_guesses``: uncorrected guesses would teach the model its own mistakes.
 
 A row whose image the project already labels is a duplicate: skipped when its labels are the
-same, and when they differ the project's are kept unless ``replace``. The images are copied
-first (each under a temporary name, then renamed), the CSV rewritten last, atomically; if any
-step fails, the copies are removed, so a failed merge leaves the project byte-identical.
+same, and when they differ the project's are kept unless ``replace``. The context frames that
+``select-frames --context-frames N`` extracted around an added row (its ``selection.json`` says
+N) come along as files, not rows, where the project has none of that name.
+
+Nothing the project holds is overwritten but its CSV: the new images are written first, each
+complete or absent (a temporary name renamed locally, one PUT on an object store), and the CSV
+last, in one atomic replace. If any step fails, the images written are removed (as far as the
+store still answers: an image left behind by an outage is not referenced by the CSV, and a
+rerun reuses it), so a failed merge leaves every file the project had byte-identical.
 """
 
 from __future__ import annotations
 
+import io
+import json
 import logging
-import os
-import shutil
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import numpy as np
 import pandas as pd
 from PIL import Image
 
 from lpray.errors import UserError
+from lpray.io.storage import (
+    atomic_write,
+    exists,
+    filesystem,
+    is_local,
+    join,
+    local_path,
+    read_bytes,
+    remove,
+)
 from lpray.io.tables import keypoint_names, read_pose_csv, write_pose_csv
 from lpray.select.extraction import GUESS_SCORER
+from lpray.select.run import COMPLETE as SELECTION_RECORD
 
 log = logging.getLogger(__name__)
 
@@ -47,35 +64,60 @@ class MergeError(UserError, ValueError):
 
 @dataclass
 class MergeResult:
-    """What a merge did (image paths as in the CSVs)."""
+    """What a merge did (image paths as in the CSVs).
 
-    csv: Path
+    Attributes:
+        csv: the project's labels file (path or URL).
+        added: rows added.
+        replaced: rows whose labels the new file's replaced (``replace``).
+        duplicates: rows already labeled differently; the project's kept.
+        unchanged: rows already labeled the same.
+        context: context-frame files copied beside the added rows (not rows).
+    """
+
+    csv: str
     added: list[str] = field(default_factory=list)
     replaced: list[str] = field(default_factory=list)
-    duplicates: list[str] = field(default_factory=list)  # already labeled; the project's kept
-    unchanged: list[str] = field(default_factory=list)  # already labeled the same
+    duplicates: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    context: list[str] = field(default_factory=list)
 
 
-def _labels_file(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    csv = path / LABELS_FILE if path.is_dir() else path
-    if not csv.is_file():
+def _labels_file(path: str, what: str) -> str:
+    """The labels CSV of a folder (or the CSV itself), local or URL."""
+    fs, inner = filesystem(path)
+    if not is_local(path):
+        fs.invalidate_cache()
+    csv = join(path, LABELS_FILE) if fs.isdir(inner) else path
+    if not exists(csv):
         raise MergeError(f"{csv}: no labels file ({what} must be a folder with {LABELS_FILE})")
     return csv
 
 
-def _same_frame(a: Path, b: Path) -> bool:
+def _parent(path: str) -> str:
+    """The folder a file path or URL is in."""
+    return path.rstrip("/").rsplit("/", 1)[0] if "/" in path else "."
+
+
+def _size(data: bytes) -> tuple[int, int] | None:
+    """An image's (width, height), or None when it does not decode."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (OSError, ValueError, SyntaxError):
+        return None
+
+
+def _same_frame(a: str, b: str) -> bool:
     """Whether two files named alike hold the same frame: the same bytes, or images of the same
     size. ``labeled-data/<video>/img<t>.png`` names a frame of a video, so a project file of that
     name (a context frame, or one extracted by another decoder or saved grey) is that frame; its
     pixels may differ slightly and are not compared."""
-    if a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes():
+    first, second = read_bytes(a), read_bytes(b)
+    if first == second:
         return True
-    try:
-        with Image.open(a) as first, Image.open(b) as second:
-            return first.size == second.size
-    except (OSError, ValueError, SyntaxError):
-        return False
+    size = _size(first)
+    return size is not None and size == _size(second)
 
 
 def _values(table: pd.DataFrame, row: object, columns: list[tuple[str, str]]) -> np.ndarray:
@@ -86,7 +128,7 @@ def _values(table: pd.DataFrame, row: object, columns: list[tuple[str, str]]) ->
     )
 
 
-def _check_new(new: pd.DataFrame, new_csv: Path, names: list[str], accept_guesses: bool) -> None:
+def _check_new(new: pd.DataFrame, new_csv: str, names: list[str], accept_guesses: bool) -> None:
     scorers = set(new.columns.get_level_values(0))
     if GUESS_SCORER in scorers and not accept_guesses:
         raise MergeError(
@@ -106,14 +148,22 @@ def _check_new(new: pd.DataFrame, new_csv: Path, names: list[str], accept_guesse
         raise MergeError(f"{new_csv}: row {repeated[0]} is listed more than once; keep one")
 
 
-def _check_image(new_root: Path, new_csv: Path, relative: str) -> Path:
-    source = new_root / relative
-    if not source.is_file():
+def _check_relative(new_csv: str, relative: str) -> None:
+    parts = PurePosixPath(relative.replace("\\", "/")).parts
+    if relative.startswith("/") or "://" in relative or ".." in parts:
+        raise MergeError(
+            f"{new_csv}: row {relative}: image paths must be relative to the labels folder"
+        )
+
+
+def _check_image(new_root: str, new_csv: str, relative: str) -> str:
+    source = join(new_root, relative)
+    if not exists(source):
         raise MergeError(
             f"{new_csv}: row {relative}: image {source} not found; put it back or delete the row"
         )
     try:
-        with Image.open(source) as image:
+        with Image.open(io.BytesIO(read_bytes(source))) as image:
             image.convert("RGB")
     except (OSError, ValueError, SyntaxError) as err:
         raise MergeError(
@@ -122,21 +172,64 @@ def _check_image(new_root: Path, new_csv: Path, relative: str) -> Path:
     return source
 
 
+def _context_size(new_root: str) -> int:
+    """The ``--context-frames`` the labeling folder was extracted with (0 when not recorded)."""
+    record = join(new_root, SELECTION_RECORD)
+    if not exists(record):
+        return 0
+    try:
+        settings = json.loads(read_bytes(record)).get("settings", {})
+        return max(int(settings.get("context_frames", 0)), 0)
+    except (ValueError, TypeError, AttributeError) as err:
+        raise MergeError(
+            f"{record}: unreadable ({err}); restore the file written by select-frames"
+        ) from err
+
+
+def _context_copies(
+    new_root: str, root: str, rows: list[str], context: int, planned: set[str]
+) -> list[str]:
+    """The context frames of ``rows`` present in the labeling folder and absent from the
+    project (and not already planned), as relative paths."""
+    if not context:
+        return []
+    from lpray.data.labeled import context_paths  # (imports torch: only when there are any)
+
+    found = []
+    for row in rows:
+        for name in context_paths(row, range(-context, context + 1)):
+            if name in planned or name == row:
+                continue
+            if exists(join(new_root, name)) and not exists(join(root, name)):
+                found.append(name)
+                planned.add(name)
+    return found
+
+
 def merge_labels(
-    project: str | Path,
-    new_labels: str | Path,
+    project: str,
+    new_labels: str,
     replace: bool = False,
     accept_guesses: bool = False,
 ) -> MergeResult:
     """Add ``new_labels``' rows and images to ``project`` (see the module doc).
 
+    Args:
+        project: the project folder (or its ``CollectedData.csv``), local or URL.
+        new_labels: the labeling folder (or its CSV), local or URL.
+        replace: rows the project already labels take the new labels.
+        accept_guesses: merge rows still marked as the ensemble's guess.
+
+    Returns:
+        What was added, replaced, skipped.
+
     Raises:
         MergeError: a file or row that cannot be merged; nothing was written.
         PoseTableError: a labels file that is not a 3-row-header pose CSV.
     """
-    project_csv = _labels_file(project, "PROJECT")
-    new_csv = _labels_file(new_labels, "NEW_LABELS")
-    root, new_root = project_csv.parent, new_csv.parent
+    project_csv = _labels_file(str(project).rstrip("/"), "PROJECT")
+    new_csv = _labels_file(str(new_labels).rstrip("/"), "NEW_LABELS")
+    root, new_root = _parent(project_csv), _parent(new_csv)
     old = read_pose_csv(project_csv)
     new = read_pose_csv(new_csv)
     names = keypoint_names(old)
@@ -146,16 +239,14 @@ def merge_labels(
     result = MergeResult(project_csv)
     added_rows: dict[str, np.ndarray] = {}
     replaced_rows: dict[object, np.ndarray] = {}
-    copies: list[tuple[Path, Path]] = []
+    copies: list[str] = []
     for row in new.index:
         relative = str(row)
-        if os.path.isabs(relative) or ".." in Path(relative).parts:
-            raise MergeError(
-                f"{new_csv}: row {relative}: image paths must be relative to the labels folder"
-            )
+        _check_relative(new_csv, relative)
         source = _check_image(new_root, new_csv, relative)
-        target = root / relative
-        if target.exists() and not _same_frame(source, target):
+        target = join(root, relative)
+        present = exists(target)
+        if present and not _same_frame(source, target):
             raise MergeError(
                 f"{new_csv}: row {relative}: the project has a different image {target} under "
                 "that name; rename the new frame (and its row) or remove the project's"
@@ -172,49 +263,74 @@ def merge_labels(
                 result.duplicates.append(relative)
             continue
         added_rows[relative] = values
-        if not target.exists():
-            copies.append((source, target))
+        if not present:
+            copies.append(relative)
         result.added.append(relative)
     if not added_rows and not replaced_rows:
         return result
+    result.context = _context_copies(
+        new_root, root, list(added_rows), _context_size(new_root), set(copies)
+    )
     merged = old.copy()
     for row, values in replaced_rows.items():
         merged.loc[row] = values
     if added_rows:
         extra = pd.DataFrame(list(added_rows.values()), index=list(added_rows), columns=old.columns)
         merged = pd.concat([merged, extra])
-    _write(merged, project_csv, copies)
+    _write(merged, project_csv, new_root, root, [*copies, *result.context])
     return result
 
 
-def _write(table: pd.DataFrame, csv: Path, copies: list[tuple[Path, Path]]) -> None:
+def _missing_folders(path: str) -> list:
+    """The local folders above ``path`` that do not exist yet, deepest last (none for URLs:
+    object stores have no folders)."""
+    if not is_local(path):
+        return []
+    missing = []
+    parent = local_path(path).parent
+    while not parent.exists():
+        missing.append(parent)
+        parent = parent.parent
+    return list(reversed(missing))
+
+
+def _write(table: pd.DataFrame, csv: str, new_root: str, root: str, copies: list[str]) -> None:
     """Copy the new images in, then rewrite the CSV; undo the copies if anything fails."""
-    placed: list[Path] = []
-    made: list[Path] = []
+    placed: list[str] = []
+    made: list = []
     try:
-        for source, target in copies:
-            missing = []
-            parent = target.parent
-            while not parent.exists():
-                missing.append(parent)
-                parent = parent.parent
-            target.parent.mkdir(parents=True, exist_ok=True)
-            made.extend(reversed(missing))
-            partial = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-            try:
-                shutil.copyfile(source, partial)
-                os.replace(partial, target)
-            finally:
-                partial.unlink(missing_ok=True)
+        for relative in copies:
+            target = join(root, relative)
+            made.extend(f for f in _missing_folders(target) if f not in made)
+            data = read_bytes(join(new_root, relative))
+            with atomic_write(target, "wb") as handle:
+                handle.write(data)
             placed.append(target)
         write_pose_csv(table, csv)
     except BaseException:
-        for path in placed:
-            path.unlink(missing_ok=True)
-        for folder in reversed(made):
-            try:
-                folder.rmdir()
-            except OSError:
-                pass
+        _undo(placed, made)
         raise
     log.info("%s: %d rows now", csv, len(table))
+
+
+def _undo(placed: list[str], made: list) -> None:
+    """Remove the images a failed merge wrote (and the local folders it made), as far as the
+    store still answers: after one removal fails, the rest are only named (each would wait for
+    the client's retries), since the CSV that would reference them was never written."""
+    for done, path in enumerate(placed):
+        try:
+            remove(path)
+        except Exception as err:  # noqa: BLE001 - the store may be what failed; keep the cause
+            log.warning(
+                "the failed merge could not remove the %d image(s) it wrote, e.g. %s (%s); no "
+                "labels file references them, and a rerun of the merge reuses them",
+                len(placed) - done,
+                path,
+                err,
+            )
+            break
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:
+            pass

@@ -13,7 +13,11 @@ so a failed run leaves an existing ``OUT`` as it was. ``OUT`` holds::
 
     CollectedData.csv                   the picks, keypoints prefilled with the EKS guess
                                         (scorer ``lpray-eks-guess``): open it in the labeler
-    labeled-data/<video>/img<t>.png     the frames, as decoded
+    labeled-data/<video>/img<t>.png     the frames, as decoded (and, with ``context_frames``,
+                                        their neighbours t-N..t+N, which are not rows)
+    labeled-data/<video>/CollectedData_<scorer>.h5 (.csv)
+                                        the same guess per video, as DeepLabCut's labeler
+                                        reads a video's labels
     selection.csv                       one row per pick: video, frame, score, signals, why
     selection.html                      the page: picks with the members' predictions, and why
     selection.json                      settings, corpus, signals used; written last
@@ -44,6 +48,7 @@ from lpray.io.storage import (
     replace_folder,
 )
 from lpray.io.tables import write_pose_csv
+from lpray.projects import dlc
 from lpray.report.overlay import keypoint_colors
 from lpray.select import extraction, page, picking, scoring
 from lpray.select.tracked import TrackedCorpusError, finished_videos, iter_tracked
@@ -51,6 +56,10 @@ from lpray.select.tracked import TrackedCorpusError, finished_videos, iter_track
 log = logging.getLogger(__name__)
 
 COMPLETE = "selection.json"
+
+
+class SelectSettingsError(UserError, ValueError):
+    """A select-frames setting out of range; the message names the option."""
 
 
 class SelectionOutputError(UserError, FileExistsError):
@@ -71,6 +80,10 @@ class SelectSettings:
         ensemble: the ensemble (or a member) whose PCA scores ``pca_error`` when a video has no
             metrics file; default: the one ``TRACK_DIR/manifest.json`` names, when reachable.
         overwrite: replace an existing labeling folder at ``OUT``.
+        context_frames: also extract the frames ``t-N..t+N`` around each pick (clamped to the
+            video), named as Lightning Pose's context models look for them; not labeled rows.
+        dlc_scorer: the scorer name of the per-video DeepLabCut label files
+            (``CollectedData_<scorer>.h5``); DeepLabCut uses its config's ``scorer``.
     """
 
     n: int
@@ -80,14 +93,23 @@ class SelectSettings:
     seed: int = 0
     ensemble: str | None = None
     overwrite: bool = False
+    context_frames: int = 0
+    dlc_scorer: str = extraction.GUESS_SCORER
 
     def __post_init__(self) -> None:
         if self.n < 1:
-            raise ValueError(f"--n must be >= 1 (frames to pick), got {self.n}")
+            raise SelectSettingsError(f"--n must be >= 1 (frames to pick), got {self.n}")
         if self.min_gap < 1:
-            raise ValueError(f"--min-gap must be >= 1 frame, got {self.min_gap}")
+            raise SelectSettingsError(f"--min-gap must be >= 1 frame, got {self.min_gap}")
         if self.pool_factor < 1:
-            raise ValueError(f"--pool-factor must be >= 1, got {self.pool_factor}")
+            raise SelectSettingsError(f"--pool-factor must be >= 1, got {self.pool_factor}")
+        if self.context_frames < 0:
+            raise SelectSettingsError(f"--context-frames must be >= 0, got {self.context_frames}")
+        if not self.dlc_scorer or any(c in self.dlc_scorer for c in "/\\"):
+            raise SelectSettingsError(
+                f"--dlc-scorer {self.dlc_scorer!r}: give a scorer name (DeepLabCut's config.yaml "
+                "`scorer`) without slashes"
+            )
 
 
 @dataclass
@@ -215,16 +237,25 @@ def _choose(video: str, pool: list[Pick], count: int, settings: SelectSettings) 
 
 
 def _extract(
-    pool: list[Pick], count: int, settings: SelectSettings, staging: Path, colors: np.ndarray
+    pool: list[Pick],
+    count: int,
+    frames: int,
+    settings: SelectSettings,
+    staging: Path,
+    colors: np.ndarray,
 ) -> list[tuple[Pick, bytes]]:
-    """Choose one video's picks and write their PNGs; returns each with its page overlay."""
+    """Choose one video's picks and write their PNGs (and their context frames' PNGs, for a
+    video of ``frames`` frames); returns each pick with its page overlay."""
     out = []
+    key = pool[0].key
     with local_file(pool[0].video) as video:  # one download of a remote video for both passes
         chosen = {p.frame: p for p in _choose(video, pool, count, settings)}
-        for t, frame in extraction.decode_frames(video, list(chosen)):
-            pick = chosen[t]
-            extraction.write_png(frame, str(staging / pick.image))
-            out.append((pick, page.overlay(frame, pick.members_xy, pick.eks_xy, colors)))
+        wanted = extraction.context_frames(list(chosen), settings.context_frames, frames)
+        for t, frame in extraction.decode_frames(video, wanted):
+            extraction.write_png(frame, str(staging / extraction.image_name(key, t)))
+            pick = chosen.get(t)
+            if pick is not None:
+                out.append((pick, page.overlay(frame, pick.members_xy, pick.eks_xy, colors)))
     return out
 
 
@@ -288,14 +319,15 @@ def select_frames(track_dir: str, out: str, settings: SelectSettings) -> SelectR
         picks: list[Pick] = []
         views: list[tuple[Pick, bytes]] = []
         colors = keypoint_colors(len(keypoints))
-        for key, count in zip(keys, counts):
+        for record, count in zip(records, counts):
             if count == 0:
                 continue
-            extracted = _extract(pools[key], count, settings, staging, colors)
+            pool = pools[record.key]
+            extracted = _extract(pool, count, record.frames, settings, staging, colors)
             views.extend(extracted)
             picks.extend(pick for pick, _ in extracted)
         picks.sort(key=lambda p: (-p.score, p.key, p.frame))
-        _write_tables(staging, picks, keypoints)
+        _write_tables(staging, picks, keypoints, settings.dlc_scorer)
         order = {id(p): rank for rank, p in enumerate(picks, 1)}
         summary = {
             "track_dir": track_dir,
@@ -353,8 +385,9 @@ def select_frames(track_dir: str, out: str, settings: SelectSettings) -> SelectR
     )
 
 
-def _write_tables(staging: Path, picks: list[Pick], keypoints: list[str]) -> None:
-    """``CollectedData.csv`` (the stub, by image path) and ``selection.csv`` (by rank)."""
+def _write_tables(staging: Path, picks: list[Pick], keypoints: list[str], dlc_scorer: str) -> None:
+    """``CollectedData.csv`` (the stub, by image path), the same stub as DeepLabCut's per-video
+    label files, and ``selection.csv`` (by rank)."""
     by_image = sorted(picks, key=lambda p: p.image)
     stub = extraction.labels_stub(
         [p.image for p in by_image],
@@ -362,6 +395,8 @@ def _write_tables(staging: Path, picks: list[Pick], keypoints: list[str]) -> Non
         keypoints,
     )
     write_pose_csv(stub, str(staging / "CollectedData.csv"))
+    if len(stub):
+        dlc.write_labels(stub, str(staging), dlc_scorer)
     rows = []
     for rank, p in enumerate(picks, 1):
         row = {"rank": rank, "image": p.image, "video": p.key, "frame": p.frame, "score": p.score}
