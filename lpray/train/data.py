@@ -301,7 +301,8 @@ def make_train_loader(
             t.unlabeled_sequences,
             tuple(cfg.data.image_size),
             backend=cfg.data.video_backend,
-            augment=True,
+            # the preset's clips: "none" leaves them untouched, like the labeled frames
+            augment=augment_preset(t.augmentation).clips,
             seed=t.seed,
             shard_id=shard_id,
             num_shards=num_shards,
