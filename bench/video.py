@@ -45,12 +45,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_DATA  # noqa: E402
 
-from lpray.data.unlabeled import (  # noqa: E402
-    make_unlabeled_loader,
-    to_frame_matrix,
-    warp_normalise,
-)
+from lpray.data.clips import make_unlabeled_loader  # noqa: E402
+from lpray.data.geometry import to_frame_matrix  # noqa: E402
 from lpray.data.video import OpenCVReader, PyAVReader  # noqa: E402
+from lpray.data.warp import warp_normalise  # noqa: E402
 from lpray.inference.chunks import iter_prediction_chunks  # noqa: E402
 
 DEFAULT_VIDEO = SHARED_DATA / "mirror-mouse-example" / "videos" / "test_vid.mp4"

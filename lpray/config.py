@@ -155,10 +155,11 @@ class TrainingConfig:
     # Where labeled frames are warped and photometrically augmented: "loader" (CPU workers),
     # "device" (the training device, a batch at a time), "auto" (device on a GPU, else loader).
     labeled_augment_on: Literal["auto", "loader", "device"] = "auto"
-    # Labeled-frame augmentation preset (lpray.data.augment.AUGMENT_PRESETS): "mild" (small
-    # rotation/zoom/shift, contrast, brightness, blur), "strong" (modelled on Lightning Pose's
-    # "dlc" preset: +-25 deg rotations, crops, motion blur, coarse dropout, salt/pepper blobs;
-    # more accurate with few labels, bench/peers), or "none".
+    # Augmentation preset (lpray.data.augment_spec.AUGMENT_PRESETS) of the labeled frames and the
+    # unlabeled clips: "mild" (small rotation/zoom/shift, contrast, brightness, blur), "strong"
+    # (labeled frames modelled on Lightning Pose's "dlc" preset: +-25 deg rotations, crops,
+    # motion blur, coarse dropout, salt/pepper blobs; more accurate with few labels, bench/peers;
+    # clips as in "mild"), or "none" (neither changes).
     augmentation: Literal["none", "mild", "strong"] = "mild"
     val_every_n_epochs: int = 1
     # Seconds between writes of checkpoints/last.ckpt (the full resume state, at an epoch's end;

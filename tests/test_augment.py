@@ -6,28 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lpray.data.augment import (
-    AUGMENT_PRESETS,
-    BLACK,
-    WHITE,
-    AugmentSpec,
-    apply_blur,
-    apply_occlusion,
-    crop_resize_affine,
-    draw,
-    warp_images,
-)
-
-
-def test_crop_resize_maps_the_kept_region_edges_to_the_output_edges():
-    frame, out = (100, 200), (50, 80)
-    sides = np.array([0.1, -0.05, 0.15, 0.2])  # left, top, right, bottom; top is padded
-    m = crop_resize_affine(frame, out, sides)
-    left_edge, top_edge = -0.5 + 0.1 * 200, -0.5 - 0.05 * 100  # pixel EDGES of the kept region
-    right_edge, bottom_edge = 199.5 - 0.15 * 200, 99.5 - 0.2 * 100
-    corners = np.array([[left_edge, top_edge], [right_edge, bottom_edge]])
-    mapped = corners @ m[:, :2].T + m[:, 2]
-    np.testing.assert_allclose(mapped, [[-0.5, -0.5], [out[1] - 0.5, out[0] - 0.5]], atol=1e-12)
+from lpray.data.augment import BLACK, WHITE, apply_blur, apply_occlusion, draw, warp_images
+from lpray.data.augment_spec import AUGMENT_PRESETS, AugmentSpec
 
 
 def test_cropped_and_rotated_frames_keep_their_keypoints():
@@ -48,7 +28,7 @@ def test_cropped_and_rotated_frames_keep_their_keypoints():
     dot = np.array([70.0, 50.0])  # x, y in frame pixels
     frame[..., 49:52, 69:72] = 1.0
     for _ in range(10):
-        m = draw(rng, spec, (120, 160), (96, 96)).affine
+        m = draw(rng, spec, (120, 160), (96, 96)).to_model
         out = warp_images(frame, torch.as_tensor(m)[None], (96, 96))[0, 0].numpy()
         expected = m[:, :2] @ dot + m[:, 2]
         yy, xx = np.mgrid[:96, :96]
@@ -134,8 +114,9 @@ def test_salt_and_pepper_blobs_and_their_application():
 def test_presets_and_their_config_key():
     from lpray.config import ConfigError, config_from_dict
 
-    assert AUGMENT_PRESETS["strong"].occludes and not AUGMENT_PRESETS["mild"].occludes
-    assert AUGMENT_PRESETS["none"].blur_kernel_size == 1
+    assert AUGMENT_PRESETS["strong"].frames.occludes
+    assert not AUGMENT_PRESETS["mild"].frames.occludes
+    assert AUGMENT_PRESETS["none"].frames.blur_kernel_size == 1
     cfg = config_from_dict({"training": {"augmentation": "strong"}})
     assert cfg.training.augmentation == "strong"
     with pytest.raises(ConfigError, match="training.augmentation"):

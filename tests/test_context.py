@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lpray.data.augment import IMAGENET_MEAN, IMAGENET_STD
 from lpray.data.labeled import LabeledDataset, read_labeled_frames
+from lpray.data.normalise import IMAGENET_MEAN, IMAGENET_STD
 from lpray.data.synthetic import load_synthetic_project
 from lpray.data.video import PyAVReader
 from lpray.inference.chunks import iter_prediction_chunks

@@ -1,4 +1,7 @@
-"""The DALI pipeline and the unlabeled loaders (lpray.data.dali_pipeline, lpray.data.unlabeled).
+"""The DALI pipeline, the reader choice, the training clips and prediction chunks through both
+readers (lpray.data.dali_pipeline, lpray.data.readers, lpray.data.clips, lpray.inference.chunks).
+The numpy geometry and sharding they share are tested in test_geometry.py and test_sharding.py,
+which run without DALI.
 
 DALI runs on the CPU here (VP9 and MJPEG fixtures). Truths are independent of the code under
 test: each fixture frame encodes its own index, the dot video's dot positions are known, and the
@@ -12,22 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from lpray.data.unlabeled import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    AugmentSpec,
-    FrameRange,
-    _augment_rng,
-    choose_backend,
-    from_corner_convention,
-    make_unlabeled_loader,
-    sample_augmentation,
-    shard_ranges,
-    to_corner_convention,
-    to_frame_matrix,
-    warp_normalise,
-)
+from lpray.data.augment_spec import ClipAugmentSpec
+from lpray.data.clip_augment import draw_clips
+from lpray.data.clips import make_unlabeled_loader
+from lpray.data.geometry import to_frame_matrix
+from lpray.data.normalise import IMAGENET_MEAN, IMAGENET_STD
+from lpray.data.readers import choose_backend
+from lpray.data.sharding import augment_rng
 from lpray.data.video import PyAVReader, VideoError, probe_video
+from lpray.data.warp import warp_normalise
 from lpray.inference.chunks import iter_prediction_chunks
 
 try:
@@ -74,30 +70,6 @@ def vp9_pair(folder) -> list[str]:
         folder / "offset.webm", "vp9", 30, draw=lambda i: vf.index_frame(i + 100)
     )
     return [vf.make_video(folder, "vp9", 37), second]
-
-
-# ---------------------------------------------------------------- geometry helpers (numpy only)
-
-
-def test_corner_convention_round_trip_and_resize_matrix():
-    rng = np.random.default_rng(0)
-    m = rng.normal(size=(4, 2, 3))
-    assert np.allclose(from_corner_convention(to_corner_convention(m)), m)
-    # resize only: the centre of model pixel 0 maps to frame x = (0 + 0.5) * 2 - 0.5 = 0.5
-    resize = to_frame_matrix(np.eye(2, 3), (96, 120), (48, 60))
-    assert np.allclose(resize, [[2.0, 0.0, 0.5], [0.0, 2.0, 0.5]])
-
-
-def test_shard_ranges_whole_videos_or_disjoint_frame_ranges():
-    assert shard_ranges([50, 60, 70], 5, 1, 2) == [FrameRange(1, 0, 60)]
-    assert shard_ranges([50, 60, 70], 5, 0, 2) == [FrameRange(0, 0, 50), FrameRange(2, 0, 70)]
-    assert shard_ranges([50, 61], 5, 1, 3) == [FrameRange(0, 16, 33), FrameRange(1, 20, 40)]
-    cover = [r for k in range(3) for r in shard_ranges([50], 5, k, 3)]
-    assert sorted((r.start, r.stop) for r in cover) == [(0, 16), (16, 33), (33, 50)]
-    with pytest.raises(ValueError, match="no frame range"):
-        shard_ranges([12], 5, 0, 4)
-    with pytest.raises(ValueError):
-        shard_ranges([50], 5, 2, 2)
 
 
 def test_backend_choice(vp9, mjpeg, folder):
@@ -245,18 +217,17 @@ def test_dali_and_pyav_training_frames_agree(vp9):
     """Same seed and one video: both backends draw the same augmentations (documented); DALI's
     augmented frames equal PyAV's decode of the same frames put through warp_normalise with the
     same geometry and photometric parameters."""
-    spec = AugmentSpec(
-        rotation_deg=20, scale=(0.8, 1.2), translate=0.1, brightness=0.15, contrast=(0.6, 1.4)
-    )
+    spec = ClipAugmentSpec(rotation_deg=20, scale=0.2, shift=0.1, brightness=0.15, contrast=0.4)
     size = (20, 28)
     dali = take(make_unlabeled_loader([vp9], 5, 3, size, "dali", augment=spec, seed=5), 2)
     pyav = take(make_unlabeled_loader([vp9], 5, 3, size, "pyav", augment=spec, seed=5), 2)
-    stream = _augment_rng(5, 0)  # the loaders' augmentation stream for seed 5, shard 0
+    stream = augment_rng(5, 0)  # the loaders' augmentation stream for seed 5, shard 0
     frame_size = (vf.HEIGHT, vf.WIDTH)
     with PyAVReader(vp9) as reader:
         for d, p in zip(dali, pyav):
-            aug = sample_augmentation(stream, spec, size, 3)
-            to_frame = torch.from_numpy(to_frame_matrix(aug.affine, frame_size, size)).float()
+            aug = draw_clips(stream, spec, size, 3)
+            jitter = aug.model_to_resized
+            to_frame = torch.from_numpy(to_frame_matrix(jitter, frame_size, size)).float()
             assert torch.allclose(d["to_frame"], to_frame, atol=1e-5)
             assert torch.allclose(p["to_frame"], to_frame, atol=1e-5)
             for b in range(3):
@@ -285,9 +256,7 @@ def dot_peak(frame: torch.Tensor) -> tuple[float, float]:
 def test_to_frame_maps_augmented_model_pixels_back_to_frame_pixels(tmp_path, backend):
     width, height = 120, 96
     path = vf.make_dot_video(tmp_path, "vp9", 30, width, height)
-    spec = AugmentSpec(
-        rotation_deg=15, scale=(0.8, 1.25), translate=0.1, brightness=0.1, contrast=(0.8, 1.2)
-    )
+    spec = ClipAugmentSpec(rotation_deg=15, scale=0.2, shift=0.1, brightness=0.1, contrast=0.2)
     size = (64, 80)
     errors, moved = [], []
     for batch in take(make_unlabeled_loader([path], 4, 4, size, backend, augment=spec, seed=11), 2):
@@ -366,38 +335,6 @@ def test_dali_gpu_frames_equal_pyav_frames_on_the_real_h264_video(decoders):
     assert not misplaced, f"frames closer to a neighbour than to themselves: {misplaced[:10]}"
     # NVDEC and FFmpeg convert colour slightly differently; a wrong image differs by far more
     assert worst <= 3.0, worst
-
-
-def test_prefetched_keeps_order_reraises_and_stops_on_close():
-    """The background producer of the DALI training stream hands items over in order, re-raises
-    the source's error in the consumer, and stops when the consumer closes the stream."""
-    import threading
-
-    from lpray.data.unlabeled import prefetched
-
-    def source(n, fail_at=None):
-        for i in range(n):
-            if i == fail_at:
-                raise VideoError(f"bad block {i}")
-            yield {"i": torch.tensor(i)}
-
-    assert [int(x["i"]) for x in prefetched([source(7)], "cpu", depth=2)] == list(range(7))
-    evens, odds = (({"i": torch.tensor(i)} for i in range(r, 8, 2)) for r in (0, 1))
-    assert [int(x["i"]) for x in prefetched([evens, odds], "cpu")] == list(range(8))
-    stream = prefetched([source(10, fail_at=4)], "cpu")
-    assert [int(next(stream)["i"]) for _ in range(4)] == [0, 1, 2, 3]
-    with pytest.raises(VideoError, match="bad block 4"):
-        next(stream)
-
-    def producers():
-        return {t for t in threading.enumerate() if t.name == "lpray-prefetch" and t.is_alive()}
-
-    before = producers()
-    endless = prefetched([source(10**9), source(10**9)], "cpu", depth=1)
-    next(endless)
-    assert len(producers() - before) == 2
-    endless.close()
-    assert not producers() - before
 
 
 def test_several_readers_interleave_the_single_reader_stream(vp9_pair):

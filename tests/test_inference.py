@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import lpray
-from lpray.data.unlabeled import to_frame_matrix, warp_normalise
+from lpray.data.geometry import to_frame_matrix
 from lpray.data.video import PyAVReader, validate_video
+from lpray.data.warp import warp_normalise
 from lpray.inference.decode import decode_heatmaps
 from lpray.inference.engine import predict_range
 from lpray.inference.network import load_network, map_points

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lpray.data.augment import IMAGENET_MEAN, IMAGENET_STD, AugmentSpec
+from lpray.data.augment_spec import AugmentSpec
 from lpray.data.labeled import (
     LabeledDataset,
     LabelError,
@@ -17,6 +17,7 @@ from lpray.data.labeled import (
     read_labeled_frames,
     split_frames,
 )
+from lpray.data.normalise import IMAGENET_MEAN, IMAGENET_STD, imagenet_stats
 from lpray.io.tables import arrays_to_table, write_pose_csv
 
 
@@ -50,7 +51,8 @@ def test_reads_labels_and_images(tmp_path):
     np.testing.assert_allclose(frames.keypoints[:, 0], xy)
     item = LabeledDataset(frames, (64, 64))[0]
     assert item["image"].shape == (1, 3, 64, 64)  # greyscale -> 3 channels
-    channels = item["image"][0] * IMAGENET_STD + IMAGENET_MEAN
+    mean, std = imagenet_stats(torch.device("cpu"), torch.float32)
+    channels = item["image"][0] * std + mean
     torch.testing.assert_close(channels[0], channels[2])
 
 
@@ -173,7 +175,8 @@ def test_augmentation_deferred_to_the_device_matches_the_loader(tmp_path, preset
     occlusion included), for a batch mixing frame sizes (zero-padded in the collate), and the
     module's transfer hook applies it."""
     from lpray.config import load_config
-    from lpray.data.augment import AUGMENT_PRESETS, DRAW_KEYS, augment_batch
+    from lpray.data.augment import DRAW_KEYS, augment_batch
+    from lpray.data.augment_spec import AUGMENT_PRESETS
     from lpray.train.data import _collate_labeled
     from lpray.train.module import PoseModule
 
@@ -182,7 +185,7 @@ def test_augmentation_deferred_to_the_device_matches_the_loader(tmp_path, preset
     bigger[40:44, 50:54] = 200
     Image.fromarray(bigger, mode="L").save(tmp_path / "labeled-data" / "img001.png")
     frames = read_labeled_frames(tmp_path)
-    spec = AUGMENT_PRESETS[preset]
+    spec = AUGMENT_PRESETS[preset].frames
     if preset == "mild":
         spec = AugmentSpec(
             rotation_deg=25, scale=0.2, shift=0.08, brightness=0.2, contrast=0.3, blur_prob=0.5

@@ -1,20 +1,21 @@
-"""Geometric, photometric and occlusion augmentation, with the keypoints moved alongside the image.
+"""Augmentation of labeled frames: geometric, photometric and occlusion changes, with the keypoints
+moved alongside the image. What to draw is an :class:`~lpray.data.augment_spec.AugmentSpec`
+(the vocabulary and the presets: :mod:`lpray.data.augment_spec`).
 
-Every geometric change (crop/pad, resize, rotation, scale, shift) is one 2x3 affine matrix that
-maps FRAME pixel coordinates to MODEL-INPUT pixel coordinates (pixel centres at integers). Applying
-it to an image and to its keypoints with the same matrix keeps labels exact, and its inverse
-(``to_frame``) maps predictions back to frame pixels, where errors and unsupervised losses live.
+Every geometric change (crop/pad, resize, rotation, zoom, shift) is one 2x3 affine ``to_model``
+that maps frame pixels to model-input pixels (:mod:`lpray.data.geometry`). Applying it to an
+image and to its keypoints keeps labels exact, and its inverse (``to_frame``) maps predictions
+back to frame pixels, where errors and unsupervised losses live.
 
 The work is split in two so that it can run on a GPU a whole batch at a time: :func:`draw`
 makes every random choice for one item on the CPU (a numpy generator seeded per item, so runs are
-reproducible), as small arrays (the affine, contrast/brightness, a blur kernel, an occlusion
+reproducible), as small arrays (``to_model``, contrast/brightness, a blur kernel, an occlusion
 code map); :func:`augment_batch` applies a batch of such draws with tensor operations only, on
 whatever device the frames are (CPU loader workers or the training GPU), with the same result.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -23,147 +24,35 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-
-@dataclass(frozen=True)
-class AugmentSpec:
-    """Ranges and probabilities of the random augmentation of labeled frames (zeros: none).
-
-    Geometry: with probability ``crop_prob`` each side of the frame is cropped (or, when
-    negative, zero-padded) by up to ``crop`` of the frame size, independently, before the resize;
-    with probability ``rotation_prob`` a rotation of up to ``rotation_deg``; then a zoom in
-    ``1 +- scale`` and a shift of up to ``shift`` of the output size. Photometric: contrast and
-    brightness always, a Gaussian blur (``blur_prob``), a motion blur along a random direction
-    (``motion_blur_prob``, a line ``motion_blur_size`` pixels long). Occlusion, on grids whose
-    cell counts are fractions of the FRAME size (as Lightning Pose's imgaug presets, which work
-    on frames before the resize): coarse dropout (``dropout_prob``: ``dropout_fraction`` of the
-    cells of a ``dropout_grid`` grid go black, per colour channel in ``dropout_per_channel`` of
-    the cases) and white / black blobs (``salt_prob`` / ``pepper_prob``: ``blob_fraction`` of the
-    cells of a coarser grid, ``blob_grid`` of the frame size, drawn per image).
-    """
-
-    rotation_deg: float = 10.0
-    rotation_prob: float = 1.0
-    scale: float = 0.1  # relative: zoom in [1 - scale, 1 + scale]
-    shift: float = 0.05  # fraction of the output size
-    crop: float = 0.0  # per side, fraction of the frame size; negative draws pad
-    crop_prob: float = 0.0
-    brightness: float = 0.2  # additive, fraction of the full range
-    contrast: float = 0.2  # multiplicative about the mean
-    blur_prob: float = 0.2  # probability of a small Gaussian blur
-    blur_sigma: float = 1.0
-    motion_blur_prob: float = 0.0
-    motion_blur_size: int = 5
-    dropout_prob: float = 0.0
-    dropout_fraction: float = 0.02
-    dropout_grid: float = 0.3
-    dropout_per_channel: float = 0.5
-    salt_prob: float = 0.0
-    pepper_prob: float = 0.0
-    blob_fraction: float = 0.01
-    blob_grid: tuple[float, float] = (0.05, 0.1)
-
-    @property
-    def occludes(self) -> bool:
-        return max(self.dropout_prob, self.salt_prob, self.pepper_prob) > 0
-
-    @property
-    def blur_kernel_size(self) -> int:
-        """Side of the combined (Gaussian * motion) blur kernel; 1 when there is no blur."""
-        gaussian = 2 * math.ceil(2 * self.blur_sigma) + 1 if self.blur_prob > 0 else 1
-        motion = self.motion_blur_size if self.motion_blur_prob > 0 else 1
-        return gaussian + motion - 1
-
-
-NO_AUGMENT = AugmentSpec(
-    rotation_deg=0.0, scale=0.0, shift=0.0, brightness=0.0, contrast=0.0, blur_prob=0.0
+from lpray.data.augment_spec import NO_AUGMENT, AugmentSpec
+from lpray.data.geometry import (
+    cropped_frame_to_resized,
+    frame_to_resized,
+    homogeneous,
+    resized_to_model,
 )
-# "mild": lpray's original default. "strong": modelled on Lightning Pose's ``dlc`` imgaug preset
-# (rotation +-25 deg p 0.4, crop/pad 15% p 0.4, motion blur 5 px p 0.5, coarse dropout p 0.5,
-# coarse salt and pepper p 0.5 each); its elastic warp, histogram equalisation, CLAHE and emboss
-# (p 0.1 each) are not reproduced; contrast/brightness jitter stands in for the photometric ones.
-AUGMENT_PRESETS: dict[str, AugmentSpec] = {
-    "none": NO_AUGMENT,
-    "mild": AugmentSpec(),
-    "strong": AugmentSpec(
-        rotation_deg=25.0,
-        rotation_prob=0.4,
-        scale=0.0,
-        shift=0.0,
-        crop=0.15,
-        crop_prob=0.4,
-        blur_prob=0.0,
-        motion_blur_prob=0.5,
-        dropout_prob=0.5,
-        salt_prob=0.5,
-        pepper_prob=0.5,
-    ),
-}
+from lpray.data.normalise import normalize
 
 
-def resize_affine(frame_size: tuple[int, int], out_size: tuple[int, int]) -> np.ndarray:
-    """The 2x3 affine taking frame pixels to out pixels for a plain resize ((H, W) sizes)."""
-    return crop_resize_affine(frame_size, out_size, np.zeros(4))
-
-
-def crop_resize_affine(
-    frame_size: tuple[int, int], out_size: tuple[int, int], sides: np.ndarray
-) -> np.ndarray:
-    """Frame -> out pixels for a crop (or zero-pad) of the frame followed by a resize.
-
-    ``sides``: (left, top, right, bottom) as fractions of the frame's width / height, positive to
-    crop, negative to pad. Pixel-centre convention: the kept region's outer pixel EDGES map to the
-    output's, ``x_out + 0.5 = (x + 0.5 - left) * out_w / kept_width``.
-    """
-    height, width = frame_size
-    left, top, right, bottom = (
-        sides[0] * width,
-        sides[1] * height,
-        sides[2] * width,
-        sides[3] * height,
-    )
-    sx = out_size[1] / (width - left - right)
-    sy = out_size[0] / (height - top - bottom)
-    return np.array([[sx, 0.0, (0.5 - left) * sx - 0.5], [0.0, sy, (0.5 - top) * sy - 0.5]])
-
-
-def random_affine(
+def _random_to_model(
     rng: np.random.Generator,
     frame_size: tuple[int, int],
     out_size: tuple[int, int],
     spec: AugmentSpec,
 ) -> np.ndarray:
-    """A (randomly cropped/padded) resize composed with a random rotation/scale/shift about the
-    output centre."""
+    """Frame -> model pixels: a (randomly cropped/padded) resize, then a random jitter."""
     sides = np.zeros(4)
     if spec.crop > 0 and rng.random() < spec.crop_prob:
         sides = rng.uniform(-spec.crop, spec.crop, size=4)
-    base = np.vstack([crop_resize_affine(frame_size, out_size, sides), [0, 0, 1]])
+    to_resized = cropped_frame_to_resized(frame_size, out_size, sides)
+    # The order of the draws fixes every seeded stream: keep it.
     angle = math.radians(rng.uniform(-spec.rotation_deg, spec.rotation_deg))
     if spec.rotation_prob < 1 and rng.random() >= spec.rotation_prob:
         angle = 0.0
     zoom = rng.uniform(1 - spec.scale, 1 + spec.scale)
     shift = rng.uniform(-spec.shift, spec.shift, size=2) * np.array(out_size[::-1])
-    cx, cy = (out_size[1] - 1) / 2, (out_size[0] - 1) / 2
-    cos, sin = math.cos(angle) * zoom, math.sin(angle) * zoom
-    about_centre = np.array(
-        [
-            [cos, -sin, cx - cos * cx + sin * cy + shift[0]],
-            [sin, cos, cy - sin * cx - cos * cy + shift[1]],
-            [0, 0, 1],
-        ]
-    )
-    return (about_centre @ base)[:2]
-
-
-def invert_affine(matrix: np.ndarray) -> np.ndarray:
-    """Inverse of a 2x3 affine."""
-    full = np.vstack([matrix, [0, 0, 1]])
-    return np.linalg.inv(full)[:2]
-
-
-def apply_affine_points(matrix: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Map (..., 2) points through a 2x3 affine; NaN stays NaN."""
-    return points @ matrix[:, :2].T + matrix[:, 2]
+    jitter = resized_to_model(angle, zoom, shift, out_size)
+    return (homogeneous(jitter) @ homogeneous(to_resized))[:2]
 
 
 # ------------------------------------------------------------------------------------------
@@ -175,14 +64,14 @@ class Draw:
     """One item's augmentation, ready to apply (see :func:`augment_batch`).
 
     Attributes:
-        affine: (2, 3) frame -> model-input pixels.
+        to_model: (2, 3) frame -> model-input pixels.
         photometric: (2,) contrast factor and brightness shift.
         blur_kernel: (k, k) normalised filter (``spec.blur_kernel_size``; a 1x1 [[1]] for none).
         occlusion: (3, H, W) uint8 codes at the model input, 0 keep / 1 black / 2 white; None when
             the spec has no occlusion.
     """
 
-    affine: np.ndarray
+    to_model: np.ndarray
     photometric: np.ndarray
     blur_kernel: np.ndarray
     occlusion: np.ndarray | None
@@ -199,13 +88,13 @@ def draw(
 ) -> Draw:
     """Every random choice of one item's augmentation (a plain resize for :data:`NO_AUGMENT`)."""
     if spec == NO_AUGMENT:
-        affine = resize_affine(frame_size, out_size)
+        to_model = frame_to_resized(frame_size, out_size)
     else:
-        affine = random_affine(rng, frame_size, out_size, spec)
+        to_model = _random_to_model(rng, frame_size, out_size, spec)
     contrast = rng.uniform(1 - spec.contrast, 1 + spec.contrast) if spec.contrast > 0 else 1.0
     brightness = rng.uniform(-spec.brightness, spec.brightness) if spec.brightness > 0 else 0.0
     return Draw(
-        affine=affine,
+        to_model=to_model,
         photometric=np.array([contrast, brightness], dtype=np.float32),
         blur_kernel=_draw_blur_kernel(rng, spec),
         occlusion=_draw_occlusion(rng, spec, frame_size, out_size) if spec.occludes else None,
@@ -367,31 +256,13 @@ def apply_occlusion(images: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return images.masked_fill(codes == WHITE, 1.0)
 
 
-IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-IMAGENET_STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
-
-
-@functools.lru_cache(maxsize=16)
-@torch.inference_mode(False)  # a cached inference tensor could not be saved for backward later
-def _imagenet_stats(device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """The ImageNet mean and std on ``device``, copied there once: a copy per call is a blocking
-    host-to-device copy (a device sync in every training step on a GPU)."""
-    return IMAGENET_MEAN.to(device, dtype), IMAGENET_STD.to(device, dtype)
-
-
-def normalize(image: torch.Tensor) -> torch.Tensor:
-    """(..., 3, H, W) in [0, 1] -> ImageNet-normalised."""
-    mean, std = _imagenet_stats(image.device, image.dtype)
-    return (image - mean) / std
-
-
-DRAW_KEYS = ("affine", "photometric", "blur_kernel", "occlusion")  # a batch's draws, see below
+DRAW_KEYS = ("to_model", "photometric", "blur_kernel", "occlusion")  # a batch's draws, see below
 
 
 def draws_as_tensors(drawn: Draw) -> dict[str, torch.Tensor]:
     """One item's :class:`Draw` as the tensors a batch carries (collated like any other field)."""
     tensors = {
-        "affine": torch.as_tensor(drawn.affine, dtype=torch.float64),
+        "to_model": torch.as_tensor(drawn.to_model, dtype=torch.float64),
         "photometric": torch.from_numpy(drawn.photometric),
         "blur_kernel": torch.from_numpy(drawn.blur_kernel),
     }
@@ -409,7 +280,7 @@ def augment_batch(
         raw: (N, C, 3, H, W) uint8 frames (C context frames; zero-padded to the batch's
             largest frame, see :func:`warp_images`).
         draws: the batch's draws under :data:`DRAW_KEYS` (from :func:`draws_as_tensors`,
-            stacked): ``affine`` (N, 2, 3) frame->model-input; ``photometric`` (N, 2);
+            stacked): ``to_model`` (N, 2, 3) frame->model-input; ``photometric`` (N, 2);
             ``blur_kernel`` (N, k, k); ``occlusion`` (N, 3, H_out, W_out) uint8, optional. Every
             draw is per item, shared by its C context frames (a clip stays consistent).
         out_size: model input (H, W).
@@ -424,7 +295,7 @@ def augment_batch(
         return draws[key].repeat_interleave(c, dim=0)
 
     images = raw.flatten(0, 1).float() / 255.0
-    images = warp_images(images, per_frame("affine"), out_size)
+    images = warp_images(images, per_frame("to_model"), out_size)
     images = apply_photometric(images, per_frame("photometric"))
     images = apply_blur(images, per_frame("blur_kernel"))
     if "occlusion" in draws:

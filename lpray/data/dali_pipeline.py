@@ -8,13 +8,13 @@ its input's device.
 
 The geometry is fed, never sampled inside DALI: the caller passes one 2x3 matrix per sample
 through an external source (the augmentation in model-input pixels, from
-:func:`lpray.data.unlabeled.sample_augmentation`, written in DALI's pixel-corner convention).
+:func:`lpray.data.clip_augment.draw_clips`, written in DALI's pixel-corner convention).
 The pipeline multiplies it by the per-sample frame/model scale, which only DALI knows once it has
 read the frame, and warps with it. The matrix comes back out of the pipeline so the caller
 computes ``to_frame`` with the same function the PyAV backend uses.
 
 Sharding is deliberate: lpray cuts the data into per-worker frame ranges itself
-(:func:`lpray.data.unlabeled.shard_ranges`) and hands each worker's reader only its own ranges
+(:func:`lpray.data.sharding.shard_ranges`) and hands each worker's reader only its own ranges
 through a ``file_list`` in frame units, so the reader runs with ``num_shards=1``. DALI's own
 sharding shuffles the list of all sequences with a hard-coded seed and deals it out, which puts
 every worker on every video (a decoder rebuilt at almost every sample) and cannot be reproduced by
@@ -30,9 +30,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lpray.data.video import VideoInfo
+from lpray.data.video import VideoError, VideoInfo
 
 if TYPE_CHECKING:
+    import torch
     from nvidia.dali.pipeline import Pipeline
     from nvidia.dali.plugin.pytorch import DALIGenericIterator
 
@@ -271,3 +272,28 @@ def make_iterator(pipeline: Pipeline, finite: bool) -> DALIGenericIterator:
     return DALIGenericIterator(
         [pipeline], OUTPUT_MAP, size=-1, last_batch_policy=LastBatchPolicy.FILL, auto_reset=True
     )
+
+
+def build_checked(pipe: Pipeline, expected: int, problem: Callable[[int], str]) -> Pipeline:
+    """Build ``pipe`` and check that its reader sees ``expected`` samples, the count lpray's own
+    frame index gives; a mismatch means the decoders disagree about a video's frames."""
+    pipe.build()
+    found = pipe.epoch_size(READER_NAME)
+    if found != expected:
+        raise VideoError(f"{problem(found)}: re-encode the video or use backend='pyav'")
+    return pipe
+
+
+def check_decoded_size(
+    decoded_shape: torch.Tensor, sizes: np.ndarray, paths: list[str], video_index: torch.Tensor
+) -> None:
+    """Refuse frames whose decoded size differs from the probed size ``to_frame`` assumes (a
+    decoder that does not crop coded padding would otherwise shift every prediction)."""
+    decoded = decoded_shape.cpu().numpy()[:, 1:3]
+    bad = np.flatnonzero(np.any(decoded != sizes, axis=1))
+    if len(bad):
+        b = int(bad[0])
+        raise VideoError(
+            f"{paths[int(video_index[b])]}: DALI decodes {decoded[b][1]}x{decoded[b][0]} frames, "
+            f"the file declares {sizes[b][1]}x{sizes[b][0]}; use backend='pyav'"
+        )

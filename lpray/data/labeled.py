@@ -18,15 +18,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 
-from lpray.data.augment import (
-    NO_AUGMENT,
-    AugmentSpec,
-    apply_affine_points,
-    augment_batch,
-    draw,
-    draws_as_tensors,
-    invert_affine,
-)
+from lpray.data.augment import augment_batch, draw, draws_as_tensors
+from lpray.data.augment_spec import NO_AUGMENT, AugmentSpec
+from lpray.data.geometry import apply_affine_points, invert_affine
 from lpray.errors import UserError
 from lpray.io.tables import PoseTableError, keypoint_names, read_pose_csv, table_to_arrays
 
@@ -229,7 +223,7 @@ class LabeledDataset(Dataset):
 
     ``defer_augment``: leave the warp and photometric changes to the device the batch goes to
     (:func:`lpray.data.augment.augment_batch`, applied by the training module after transfer).
-    Items then carry ``raw`` (C, 3, H, W) uint8 frames and the draws (``affine`` frame->model
+    Items then carry ``raw`` (C, 3, H, W) uint8 frames and the draws (``to_model`` frame->model
     matrix, ``photometric``, ``blur_kernel``, ``occlusion``: :data:`lpray.data.augment.DRAW_KEYS`)
     instead of ``image``; the random draws are the same.
     On a GPU this moves the per-frame work out of the CPU loader workers (few CPUs per GPU on
@@ -324,7 +318,7 @@ class LabeledDataset(Dataset):
             frame_size,
             self.image_size,
         )
-        matrix = drawn.affine
+        to_model = drawn.to_model
         draws = draws_as_tensors(drawn)
         if self.defer_augment:
             pixels = {"raw": torch.stack(images), **draws}
@@ -335,10 +329,10 @@ class LabeledDataset(Dataset):
         return {
             **pixels,
             "keypoints": torch.as_tensor(
-                apply_affine_points(matrix, keypoints_frame), dtype=torch.float32
+                apply_affine_points(to_model, keypoints_frame), dtype=torch.float32
             ),
             "keypoints_frame": torch.as_tensor(keypoints_frame, dtype=torch.float32),
-            "to_frame": torch.as_tensor(invert_affine(matrix), dtype=torch.float32),
+            "to_frame": torch.as_tensor(invert_affine(to_model), dtype=torch.float32),
             "index": torch.tensor(index),
         }
 

@@ -23,21 +23,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lpray.data.unlabeled import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    augment_source,
-    build_checked,
-    check_decoded_size,
-    choose_backend,
-    cuda_index,
-    decoder_threads,
-    local_video_path,
-    prefetched,
-    to_frame_matrix,
-    warp_normalise,
-)
+from lpray.data.clip_augment import augment_source
+from lpray.data.dali_pipeline import build_checked, check_decoded_size
+from lpray.data.geometry import to_frame_matrix
+from lpray.data.normalise import IMAGENET_MEAN, IMAGENET_STD
+from lpray.data.prefetch import prefetched
+from lpray.data.readers import choose_backend, cuda_index, decoder_threads, local_video_path
 from lpray.data.video import PyAVReader, VideoError, VideoInfo, validate_video
+from lpray.data.warp import warp_normalise
 from lpray.data.yuv import Yuv420Layout, yuv420_layout, yuv420_to_rgb
 
 if TYPE_CHECKING:

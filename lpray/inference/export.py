@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lpray.data.unlabeled import IMAGENET_MEAN, IMAGENET_STD
+from lpray.data.normalise import IMAGENET_MEAN, IMAGENET_STD
 from lpray.errors import UserError
 from lpray.inference.network import PoseNetwork
 from lpray.models.coordinates import bicubic_matrix

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
 from lpray.config import Config
-from lpray.data.augment import AUGMENT_PRESETS
+from lpray.data.augment_spec import augment_preset
 from lpray.data.labeled import (
     EpochSampler,
     LabeledDataset,
@@ -213,7 +213,7 @@ def labeled_loader(
     dataset = LabeledDataset(
         frames,
         tuple(cfg.data.image_size),
-        AUGMENT_PRESETS[cfg.training.augmentation] if train else None,
+        augment_preset(cfg.training.augmentation).frames if train else None,
         context,
         cfg.training.seed,
         length,
@@ -290,7 +290,7 @@ def make_train_loader(
     )
     if not cfg.losses.active():
         return labeled
-    from lpray.data.unlabeled import make_unlabeled_loader
+    from lpray.data.clips import make_unlabeled_loader
 
     t = cfg.training
 
@@ -301,7 +301,8 @@ def make_train_loader(
             t.unlabeled_sequences,
             tuple(cfg.data.image_size),
             backend=cfg.data.video_backend,
-            augment=True,
+            # the preset's clips: "none" leaves them untouched, like the labeled frames
+            augment=augment_preset(t.augmentation).clips,
             seed=t.seed,
             shard_id=shard_id,
             num_shards=num_shards,
