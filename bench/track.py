@@ -262,9 +262,12 @@ def track_command(
     }
 
 
-def predict_command(member: Path, video: Path, out: Path, env: dict[str, str]) -> dict[str, float]:
+def predict_command(
+    member: Path, video: Path, out: Path, env: dict[str, str], extra: list[str] | None = None
+) -> dict[str, float]:
     shutil.rmtree(out, ignore_errors=True)
-    seconds, printed = run_command(["predict", str(member), str(video), "--out", str(out)], env)
+    args = ["predict", str(member), str(video), "--out", str(out), *(extra or [])]
+    seconds, printed = run_command(args, env)
     in_process = float(re.search(r"at ([\d.]+) frames/s", printed).group(1))
     first = re.search(r"first frame decoded ([\d.]+) s", printed)
     return {
@@ -401,14 +404,22 @@ def main() -> None:
     if not args.no_predict:
         member = sorted(ensembles[min(args.members)].glob("member-*"))[0]
         video = sources[args.corpora[0]]
-        predict = predict_command(member, video, work / "out-predict", env)
-        predict["network_bound_fps"] = bounds[min(args.members)]["eager"] * min(args.members)
-        predict["in_process_vs_network"] = predict["in_process_fps"] / predict["network_bound_fps"]
-        results["predict"] = predict
+        network_fps = max(
+            v for n, v in bounds[min(args.members)].items() if not n.endswith("_s")
+        ) * min(args.members)
+        predicts = []
+        for variant, flags in (("graphs", []), ("nographs", ["--no-cuda-graphs"])):
+            predict = predict_command(member, video, work / "out-predict", env, flags)
+            predict["variant"] = variant
+            predict["network_bound_fps"] = network_fps
+            predict["in_process_vs_network"] = predict["in_process_fps"] / network_fps
+            predicts.append(predict)
+        results["predict"] = predicts
         print()
         print_table(
-            [predict],
+            predicts,
             [
+                "variant",
                 "seconds",
                 "in_process_fps",
                 "whole_command_fps",

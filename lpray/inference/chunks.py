@@ -3,7 +3,7 @@
 Three readers behind one iterator (:func:`iter_prediction_chunks`): PyAV on the CPU (any codec
 FFmpeg reads; on a GPU its raw 4:2:0 planes are uploaded and converted there), DALI on the CPU
 (VP8/VP9/MJPEG) and DALI on the GPU (NVDEC, several pipelines in parallel). ``auto`` picks as
-:func:`lpray.data.unlabeled.choose_backend` does, plus PyAV for short clips on a GPU
+:func:`lpray.data.readers.choose_backend` does, plus PyAV for short clips on a GPU
 (``DALI_MIN_PIXELS``).
 
 A frame range ``[start, stop)`` is a *segment*: its chunks carry the same real neighbours as the
@@ -158,7 +158,7 @@ def _pyav_blocks(
     decoding up to ``hi``.
 
     On a CPU the blocks are decoded, converted and warped in turn. On a GPU a background thread
-    decodes ahead of the network (:func:`~lpray.data.unlabeled.prefetched`), uploads each block's
+    decodes ahead of the network (:func:`~lpray.data.prefetch.prefetched`), uploads each block's
     raw 4:2:0 planes (half the bytes of RGB) and converts and warps them there
     (:mod:`lpray.data.yuv`), so the CPU only runs FFmpeg's decoder; formats that module cannot
     convert exactly upload RGB.
