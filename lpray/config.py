@@ -9,6 +9,7 @@ any data is read or any worker starts. A resolved copy is written into every mod
 from __future__ import annotations
 
 import dataclasses
+import logging
 import types
 import typing
 from dataclasses import dataclass, field
@@ -18,6 +19,8 @@ from typing import Any, Literal
 import yaml
 
 from lpray.errors import UserError
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(UserError, ValueError):
@@ -71,9 +74,13 @@ class ModelConfig:
     """The heatmap network (DESIGN section 3)."""
 
     backbone: str = "resnet18"
-    # ImageNet (ResNets: torchvision's) / DINO (ViTs: timm's) weights, downloaded once into the
-    # torch hub / Hugging Face cache and verified (lpray.models.weights; LPRAY_OFFLINE=1: never)
-    pretrained: bool = False
+    # Start from the backbone's pretrained weights (the registry names them: ImageNet, DINO /
+    # DINOv2 for the ViTs, AP-10K animal pose for resnet50_animal_ap10k), downloaded once into
+    # the torch hub / Hugging Face cache and verified (lpray.models.weights; LPRAY_OFFLINE=1:
+    # never). Unset (None): true for a real project, as Lightning Pose and DeepLabCut start from
+    # pretrained weights; false for the built-in synthetic data and for backbones that have no
+    # weights (resolved on load, _resolve_pretrained; the saved config holds the outcome).
+    pretrained: bool | None = None
     model_type: Literal["heatmap", "context"] = "heatmap"
     heatmap_sigma: float = 1.25  # Gaussian target width, heatmap pixels
     softmax_temperature: float = 100.0  # targets peak at 1: LP's 1000 on sum-to-1 maps ~ 100 here
@@ -194,6 +201,9 @@ class Config:
 
 
 def _type_name(tp: Any) -> str:
+    special = {bool: "true/false", type(None): "null"}  # as YAML spells them
+    if tp in special:
+        return special[tp]
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
@@ -303,6 +313,15 @@ def _check(cfg: Config) -> None:
         "model.backbone",
         f"unknown backbone {m.backbone!r}; choose one of {available_backbones()}",
     )
+    from lpray.models.backbones import pretrained_weights
+
+    need(
+        m.pretrained is not True or pretrained_weights(m.backbone) is not None,
+        "model.pretrained",
+        f"no pretrained weights exist for {m.backbone}: set model.pretrained=false (random "
+        "initialisation) or choose one of "
+        f"{[n for n in available_backbones() if pretrained_weights(n) is not None]}",
+    )
     need(m.heatmap_sigma > 0, "model.heatmap_sigma", "must be > 0")
     need(m.softmax_temperature > 0, "model.softmax_temperature", "must be > 0")
     need(lo.supervised_weight >= 0, "losses.supervised_weight", "must be >= 0")
@@ -343,10 +362,54 @@ def _check(cfg: Config) -> None:
     )
 
 
+def is_builtin_synthetic(data: DataConfig) -> bool:
+    """Whether ``data.root`` is lpray's generated synthetic data: ``"synthetic"``, or a folder
+    ``lpray synthetic`` made (its ``project.yaml`` says ``format: lpray-synthetic``)."""
+    if data.root == "synthetic":
+        return True
+    marker = Path(data.root) / "project.yaml"
+    if "://" in data.root or not marker.is_file():
+        return False
+    try:
+        meta = yaml.safe_load(marker.read_text())
+    except (OSError, yaml.YAMLError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == "lpray-synthetic"
+
+
+def _resolve_pretrained(cfg: Config) -> None:
+    """Set an unset ``model.pretrained``: true for a real project whose backbone has weights.
+
+    The synthetic data keeps random initialisation: its demo and test networks are
+    reduced-width ResNets (no weights exist) and its numbers are measured from random init.
+    """
+    m = cfg.model
+    if m.pretrained is not None:
+        return
+    from lpray.models.backbones import pretrained_weights  # the registry names the weights
+
+    weights = pretrained_weights(m.backbone)
+    m.pretrained = weights is not None and not is_builtin_synthetic(cfg.data)
+    if m.pretrained:
+        log.info(
+            "model.pretrained unset: %s starts from %s weights, the default for a real project "
+            "(model.pretrained=false for random initialisation)",
+            m.backbone,
+            weights,
+        )
+    else:
+        why = "no pretrained weights exist for it" if weights is None else "built-in synthetic data"
+        log.info(
+            "model.pretrained unset: %s starts from random initialisation (%s)", m.backbone, why
+        )
+
+
 def config_from_dict(values: dict[str, Any] | None) -> Config:
-    """Build and validate a :class:`Config` from nested plain values (e.g. parsed YAML)."""
+    """Build and validate a :class:`Config` from nested plain values (e.g. parsed YAML), with
+    ``model.pretrained`` resolved when unset (:func:`_resolve_pretrained`)."""
     cfg = _build(Config, values or {})
     _check(cfg)
+    _resolve_pretrained(cfg)
     return cfg
 
 

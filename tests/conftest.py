@@ -15,6 +15,11 @@ SHARED_DATA = Path(
 MIRROR_MOUSE = SHARED_DATA / "mirror-mouse-example"
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # tests never talk to a token-protected cluster
+# Tests never download weights: a test that would (model.pretrained left to default true on a
+# real project) fails with lpray's offline error instead; test_weights.py lifts it for its
+# file:// mirrors. timm's Hugging Face downloads likewise.
+os.environ.setdefault("LPRAY_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 def _free_port() -> int:
@@ -73,7 +78,8 @@ def tiny_config(project: Path, output_dir: Path, **sections: dict[str, Any]) -> 
     """Config values for a seconds-long CPU run on the tiny project."""
     values: dict[str, Any] = {
         "data": {"root": str(project), "image_size": [64, 64], "train_prob": 0.7, "val_prob": 0.15},
-        "model": {"backbone": "resnet18"},
+        # random init (a converted or hand-made project is a real one: pretrained by default)
+        "model": {"backbone": "resnet18", "pretrained": False},
         "training": {
             "max_epochs": 2,
             "batch_size": 8,

@@ -77,3 +77,61 @@ def test_saved_config_round_trips(tmp_path):
     cfg = load_config(None, ["losses.temporal.epsilon=[1.0, 2.5]", "data.keypoints=[a, b]"])
     save_config(cfg, tmp_path / "config.yaml")
     assert load_config(tmp_path / "config.yaml") == cfg
+
+
+# model.pretrained unset: pretrained weights for a real project, random init for the synthetic data
+
+
+def _real_project(tmp_path):
+    (tmp_path / "CollectedData.csv").write_text("")  # a folder that is not lpray's synthetic data
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "weights"),
+    [
+        ("resnet50", "ImageNet (torchvision)"),
+        ("resnet50_animal_ap10k", "AP-10K animal pose (MMPose)"),
+        ("vit_small_dinov2", "DINOv2 (timm)"),
+    ],
+)
+def test_pretrained_defaults_to_true_for_a_real_project_and_says_which_weights(
+    tmp_path, caplog, backbone, weights
+):
+    caplog.set_level("INFO", logger="lpray")
+    cfg = load_config(None, [f"data.root={_real_project(tmp_path)}", f"model.backbone={backbone}"])
+    assert cfg.model.pretrained is True
+    assert f"{backbone} starts from {weights} weights" in caplog.text
+    # the saved config holds the outcome, so a model directory never depends on the rule
+    save_config(cfg, tmp_path / "saved.yaml")
+    assert "pretrained: true" in (tmp_path / "saved.yaml").read_text()
+
+
+def test_pretrained_default_is_random_init_for_synthetic_data_and_weightless_backbones(
+    tmp_path, tiny_project, caplog
+):
+    caplog.set_level("INFO", logger="lpray")
+    assert load_config().model.pretrained is False  # data.root: synthetic
+    assert "resnet18 starts from random initialisation (built-in synthetic data)" in caplog.text
+    # a folder lpray synthetic made is the synthetic data too
+    assert load_config(None, [f"data.root={tiny_project}"]).model.pretrained is False
+    real = _real_project(tmp_path)
+    caplog.clear()
+    reduced = load_config(None, [f"data.root={real}", "model.backbone=resnet18_w16"])
+    assert reduced.model.pretrained is False
+    assert "no pretrained weights exist" in caplog.text
+    # an explicit choice is kept and not commented on
+    caplog.clear()
+    assert load_config(None, [f"data.root={real}", "model.pretrained=false"]).model.pretrained is (
+        False
+    )
+    assert "model.pretrained" not in caplog.text
+
+
+def test_pretrained_true_without_weights_names_the_key_and_the_choices():
+    with pytest.raises(
+        ConfigError,
+        match=r"model\.pretrained: no pretrained weights exist for "
+        r"resnet18_w32: set model\.pretrained=false .*'resnet50_animal_ap10k'",
+    ):
+        load_config(None, ["model.backbone=resnet18_w32", "model.pretrained=true"])

@@ -4,8 +4,9 @@ Files live in the torch hub cache (``$TORCH_HOME/hub/checkpoints``, ``~/.cache/t
 default), where torchvision and ``torch.hub`` keep them, so weights one tool downloaded serve
 the others. A missing file is downloaded on first use with a progress bar; a file whose name
 carries a hash prefix (torchvision's ``resnet50-0676ba61.pth``: the first hex digits of its
-SHA-256) is verified, when downloaded and every time it is used, so a truncated or corrupt file
-is refused rather than loaded. ``LPRAY_OFFLINE=1`` (for nodes without internet, and the tests)
+SHA-256; OpenMMLab's ``res50_ap10k_256x256-35760eb8_20211029.pth`` has a date after it) is
+verified, when downloaded and every time it is used, so a truncated or corrupt file is refused
+rather than loaded. ``LPRAY_OFFLINE=1`` (for nodes without internet, and the tests)
 never downloads: a missing file is then an error naming the file, its URL and where to put it.
 """
 
@@ -17,6 +18,7 @@ import os
 import re
 import urllib.error
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -24,8 +26,9 @@ from lpray.errors import UserError
 
 log = logging.getLogger(__name__)
 
-# torch.hub's convention: "<name>-<hex>.<ext>", the hex a prefix of the file's SHA-256
-_HASH = re.compile(r"-([a-f0-9]{6,})\.")
+# torch.hub's convention: "<name>-<hex>.<ext>", the hex a prefix of the file's SHA-256;
+# OpenMMLab's publish_model.py writes "<name>-<8 hex of sha256sum>_<YYYYMMDD>.pth"
+_HASH = re.compile(r"-([a-f0-9]{6,})(?:_\d{8})?\.")
 OFFLINE_ENV = "LPRAY_OFFLINE"
 
 
@@ -93,10 +96,34 @@ def fetch_weights(url: str, what: str, progress: bool = True) -> Path:
     return path
 
 
-def load_weights(url: str, what: str) -> dict[str, torch.Tensor]:
-    """:func:`fetch_weights`, then the file's state dict (the safe ``weights_only`` loader)."""
+def _numpy_scalar_globals() -> list[object]:
+    """What unpickling numpy scalars needs (``np.float64(0.68)`` in a checkpoint's metadata):
+    the scalar constructor, under numpy 2's module name and numpy 1's (files saved with numpy 1
+    name ``numpy.core.multiarray.scalar``), and the dtypes. No class that runs code on load."""
+    import numpy as np  # noqa: PLC0415 - only for checkpoints that need it
+
+    try:
+        from numpy._core.multiarray import scalar  # noqa: PLC0415 - numpy >= 2
+    except ImportError:  # pragma: no cover - numpy 1
+        from numpy.core.multiarray import scalar  # noqa: PLC0415
+    dtypes = {type(np.dtype(code)) for code in "?bhilqBHILQefdgFD"}
+    return [(scalar, "numpy.core.multiarray.scalar"), scalar, np.dtype, *dtypes]
+
+
+def load_weights(url: str, what: str, numpy_scalars: bool = False) -> dict[str, Any]:
+    """:func:`fetch_weights`, then the file's contents (the safe ``weights_only`` loader).
+
+    Args:
+        url: where the file is published (see :func:`fetch_weights`).
+        what: named in errors.
+        numpy_scalars: also accept numpy scalars (training frameworks' checkpoints keep e.g.
+            the best validation score as one in their metadata; needs torch >= 2.6).
+    """
     path = fetch_weights(url, what)
     try:
+        if numpy_scalars:
+            with torch.serialization.safe_globals(_numpy_scalar_globals()):
+                return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a file of the right name that is no state dict
         raise PretrainedWeightsUnavailable(
