@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from lpray.data.video import VideoInfo
-from lpray.ensemble.raywork import limit_torch_threads, node_id
 from lpray.io.formats import DEFAULT_FORMATS, PoseMeta, parse_formats, save_pose
 from lpray.io.storage import local_copy, local_file
 from lpray.io.tables import arrays_to_table
 from lpray.options import BACKENDS, OVERLAYS, PRECISIONS
+from lpray.raywork import limit_torch_threads, node_id
 from lpray.track.manifest import VideoJob, write_done
 
 
