@@ -250,7 +250,7 @@ def _column_mean(table: pd.DataFrame, coords: tuple[str, ...]) -> float:
 
 
 def _write_overlays(job: VideoJob, xy: np.ndarray, settings: TrackSettings) -> list[str]:
-    from lpray.report.overlay import write_frame_strip, write_labeled_video
+    from lpray.viz.overlay import write_frame_strip, write_labeled_video
 
     written = []
     if settings.overlay == "none":
