@@ -36,7 +36,7 @@ from unittest import mock
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table, write_json  # noqa: E402
+from common import RESULTS, machine, print_table, write_json  # noqa: E402
 
 from lpray.config import config_from_dict  # noqa: E402
 
@@ -422,7 +422,7 @@ def profile_plain_run(work: Path, epochs: int) -> Path:
 
     from lpray.train import fit
 
-    out = Path(__file__).resolve().parent / "results"
+    out = RESULTS
     profiler = SimpleProfiler(dirpath=str(out), filename="train_gpu_profile")
     make_trainer = fit.make_trainer
     with mock.patch.object(

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import SHARED_DATA  # noqa: E402
+from common import RESULTS, SHARED_DATA, cpu_model  # noqa: E402
 
 from lpray.data.clips import make_unlabeled_loader  # noqa: E402
 from lpray.data.geometry import to_frame_matrix  # noqa: E402
@@ -52,7 +52,6 @@ from lpray.data.warp import warp_normalise  # noqa: E402
 from lpray.inference.chunks import iter_prediction_chunks  # noqa: E402
 
 DEFAULT_VIDEO = SHARED_DATA / "mirror-mouse-example" / "videos" / "test_vid.mp4"
-RESULTS = Path(__file__).resolve().parent / "results"
 CHUNK, CONTEXT = 96, 4
 TRAIN_BATCH, TRAIN_SEQUENCE, TRAIN_BATCHES = 8, 16, 6
 
@@ -177,17 +176,11 @@ def train(
 
 
 def machine(note: str) -> dict:
-    model = "unknown"
-    if os.path.exists("/proc/cpuinfo"):
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
     import nvidia.dali  # noqa: PLC0415
 
     info = {
         "platform": platform.platform(),
-        "cpu": model,
+        "cpu": cpu_model(),
         "cpus_visible": len(os.sched_getaffinity(0)),
         "python": platform.python_version(),
         "torch": torch.__version__,

@@ -43,7 +43,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     # Imports torch before Ray connects (the other order fails to load oneMKL in a job).
-    from lpray.ensemble.raywork import ensure_ray
+    from lpray.raywork import ensure_ray
 
     args = parse_args(argv)
     print(f"lpray: {lpray.__file__}", flush=True)  # the job's copy (the uploaded working dir)

@@ -52,7 +52,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lpray.ensemble.raywork import ensure_ray
+    from lpray.raywork import ensure_ray
 
     args = parse_args(argv)
     ensure_ray(args.address)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -202,3 +205,61 @@ def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
         for tag in events.Tags()["scalars"]:
             scalars.setdefault(tag, []).extend((e.step, e.value) for e in events.Scalars(tag))
     return scalars
+
+
+# -- The fast tier ---------------------------------------------------------------------------
+# `.ci/run` and scripts/test.sh run `-m "not slow"` first, so a quick failure is seen in
+# minutes; a test that trains a network or starts Ray there would slow every run down unseen.
+# So outside tests marked slow, Lightning's Trainer.fit and ray.init fail the test, naming the
+# marker to add. Patched around setup too: module- and session-scoped fixtures are built there.
+# (Only modules already imported are patched: lpray's training and Ray modules import Lightning
+# and Ray at module level, and test files import them at collection time.)
+
+
+def _refuse(item: pytest.Item, what: str) -> Any:
+    def refused(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError(f"{item.nodeid} {what} but is not marked slow: add @pytest.mark.slow")
+
+    return refused
+
+
+@contextlib.contextmanager
+def _fast_tier_guard(item: pytest.Item) -> Iterator[None]:
+    patch = pytest.MonkeyPatch()
+    if item.get_closest_marker("slow") is None:
+        if "pytorch_lightning" in sys.modules:
+            trainer = sys.modules["pytorch_lightning"].Trainer
+            patch.setattr(trainer, "fit", _refuse(item, "trains a network (Trainer.fit)"))
+        if "ray" in sys.modules and hasattr(sys.modules["ray"], "init"):
+            patch.setattr(sys.modules["ray"], "init", _refuse(item, "starts Ray (ray.init)"))
+    try:
+        yield
+    finally:
+        patch.undo()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    with _fast_tier_guard(item):
+        yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _fast_tier_guard(item):
+        yield
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The session's Ray cluster may already be up when a fast test asks for it (a slow test
+    # started it earlier in a one-tier run), so ray.init's guard would not see it: name them here.
+    unmarked = [
+        item.nodeid
+        for item in items
+        if "ray_cluster" in getattr(item, "fixturenames", ())
+        and item.get_closest_marker("slow") is None
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "tests using ray_cluster must be marked slow: " + ", ".join(unmarked)
+        )

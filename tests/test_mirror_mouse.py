@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from lpray.config import load_config
 from lpray.data.labeled import read_labeled_frames
@@ -40,6 +41,7 @@ def test_multiview_pca_fits_the_mirror_views(mirror_mouse, tmp_path):
     assert 0 < multi.epsilon < 15
 
 
+@pytest.mark.slow
 def test_trains_a_few_steps_and_predicts_the_video(mirror_mouse, tmp_path):
     cfg = mirror_config(
         mirror_mouse,

@@ -126,6 +126,7 @@ def check_report_claims(run: Path, trials: pd.DataFrame, page: str, video: str) 
     assert scored["video_error_px"].notna().all()
 
 
+@pytest.mark.slow
 def test_pipeline_runs_every_stage_then_skips_them(
     ray_cluster, tiny_project: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

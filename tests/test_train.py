@@ -30,6 +30,7 @@ def trained(tiny_project, tmp_path_factory):
     return train(cfg)
 
 
+@pytest.mark.slow
 def test_model_directory_is_complete(trained, tiny_project):
     for name in (
         "config.yaml",
@@ -56,6 +57,7 @@ def test_model_directory_is_complete(trained, tiny_project):
     assert (steps["train/pca_singleview"].dropna() >= 0).all()
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_the_logged_values(trained):
     """MODEL_DIR/tb holds the step log's training loss and each epoch's validation pixel error
     as TensorBoard scalars, the very values the CSV logs hold."""
@@ -74,6 +76,7 @@ def test_tensorboard_events_hold_the_logged_values(trained):
     assert "train/supervised" in scalars
 
 
+@pytest.mark.slow
 def test_best_checkpoint_holds_weights_and_last_the_resume_state(trained):
     import torch  # noqa: PLC0415
 
@@ -83,6 +86,7 @@ def test_best_checkpoint_holds_weights_and_last_the_resume_state(trained):
     assert last["optimizer_states"] and last["epoch"] == 1  # the final epoch, always written
 
 
+@pytest.mark.slow
 def test_each_epoch_iterates_the_labeled_loader_with_its_own_epoch(
     tiny_project, tmp_path, monkeypatch
 ):
@@ -137,6 +141,7 @@ def test_last_checkpoint_is_written_per_interval_and_after_the_final_epoch(
     assert trainer.saved == [2]
 
 
+@pytest.mark.slow
 def test_predict_video_and_labeled_csv(trained, tiny_project, tmp_path):
     project = load_synthetic_project(tiny_project)
     video = project.test_videos[0]
@@ -168,6 +173,7 @@ def test_predict_video_and_labeled_csv(trained, tiny_project, tmp_path):
     assert errors.shape == (len(read_pose_csv(project.csv_path)), len(names))
 
 
+@pytest.mark.slow
 def test_cpu_bf16_prediction_is_close_to_float32(trained, tiny_project):
     """``--precision bf16`` really runs the network in bf16 on a CPU (outputs differ from
     float32) and keeps keypoints close; a bad precision is refused."""
@@ -186,6 +192,7 @@ def test_cpu_bf16_prediction_is_close_to_float32(trained, tiny_project):
         load_network(trained, "cpu", precision="half")
 
 
+@pytest.mark.slow
 def test_rerun_resumes_and_continues_for_more_epochs(trained, tiny_project):
     # cuda_graphs on a CPU run: refused with a warning, and training goes on eagerly
     training = {"max_epochs": 3, "cuda_graphs": True}
@@ -200,6 +207,7 @@ def test_rerun_resumes_and_continues_for_more_epochs(trained, tiny_project):
     )  # only the new epoch
 
 
+@pytest.mark.slow
 def test_step_logs_are_made_only_on_the_steps_lightning_writes(tiny_project, tmp_path):
     """training_step logs every ``log_every_n_steps`` optimizer steps (the others cost host time
     and were never written): every written row has all the step's values, and no log call is

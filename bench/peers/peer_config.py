@@ -25,12 +25,17 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-DEFAULT_DATA_ROOT = Path("/work/shared/data/mirror-mouse-example")
+# bench/common is standard library only, so the peer's own venv can import it too.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import SHARED_DATA  # noqa: E402
+
+DEFAULT_DATA_ROOT = SHARED_DATA / "mirror-mouse-example"
 # LP's split of the 90-frame example with these three numbers is the reference split.
 REFERENCE_TRAIN_PROB = 0.8
 REFERENCE_VAL_PROB = 0.1

@@ -41,11 +41,12 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent)]  # peer_config beside this file, bench/common
+from common import SHARED_DATA, cpu_model  # noqa: E402
 from peer_config import steps_per_epoch, write_peer_config  # noqa: E402
 
-DATA_ROOT = Path("/work/shared/data/mirror-mouse-example")
-SPLIT_FILE = Path("/work/shared/data/mirror-mouse-reference-split.json")
+DATA_ROOT = SHARED_DATA / "mirror-mouse-example"
+SPLIT_FILE = SHARED_DATA / "mirror-mouse-reference-split.json"
 VIDEO = DATA_ROOT / "videos" / "test_vid.mp4"
 RANDOM_INIT_NOTE = (
     "Both packages start from RANDOM initialisation: no pretrained (ImageNet) weights can be "
@@ -690,14 +691,6 @@ def machine_description(
     lpray_python: str, peer_python: str | None, lpray_env: dict[str, str], peer_env: dict[str, str]
 ) -> dict[str, Any]:
     """What ran this: CPU model and cores, memory, GPUs, and each side's package versions."""
-    cpu_model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     mem_gb = _proc_kb("/proc/meminfo", "MemTotal:") / 1024**2
     gpus = ""
     if shutil.which("nvidia-smi"):
@@ -710,7 +703,7 @@ def machine_description(
     desc: dict[str, Any] = {
         "hostname": platform.node(),
         "platform": platform.platform(),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu_model(),
         "logical_cpus": os.cpu_count(),
         "usable_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "memory_gb": round(mem_gb, 1),

@@ -46,7 +46,7 @@ from lpray.ensemble.members import (
     member_dir,
     plan_members,
 )
-from lpray.ensemble.raywork import (
+from lpray.raywork import (
     as_completed,
     describe_error,
     gpus_or_default,
@@ -251,7 +251,7 @@ def train_ensemble(
             member folder of other inputs, found before any member is launched or anything is
             written.
     """
-    from lpray.ensemble.raywork import ensure_ray
+    from lpray.raywork import ensure_ray
 
     resources = resources or MemberResources()
     started = time.perf_counter()

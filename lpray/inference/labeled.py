@@ -34,7 +34,7 @@ class LabeledResult:
     def save(self, out_dir: str | Path, prefix: str = "labeled") -> None:
         """``<prefix>_predictions.csv``, ``<prefix>_errors.csv`` and a labels-vs-predictions
         figure."""
-        from lpray.report.figures import labels_vs_predictions  # noqa: PLC0415 - matplotlib
+        from lpray.viz.figures import labels_vs_predictions  # noqa: PLC0415 - matplotlib
 
         out_dir = Path(out_dir)
         names = self.frames.keypoint_names

@@ -16,8 +16,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from lpray.io.storage import atomic_write
-from lpray.report.overlay import keypoint_colors, scale_for
 from lpray.select.extraction import png_bytes
+from lpray.viz.overlay import keypoint_colors, scale_for
 
 MAX_WIDTH = 640  # overlays wider than this are shrunk after drawing
 

@@ -49,9 +49,9 @@ from lpray.io.storage import (
 )
 from lpray.io.tables import write_pose_csv
 from lpray.projects import dlc
-from lpray.report.overlay import keypoint_colors
 from lpray.select import extraction, page, picking, scoring
 from lpray.select.tracked import TrackedCorpusError, finished_videos, iter_tracked
+from lpray.viz.overlay import keypoint_colors
 
 log = logging.getLogger(__name__)
 

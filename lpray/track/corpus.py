@@ -45,8 +45,8 @@ from tqdm.auto import tqdm
 
 from lpray.data.video import VideoError
 from lpray.ensemble.manifest import trained_members
-from lpray.ensemble.raywork import describe_error, task_exception, task_options
 from lpray.io.storage import expand, is_local, join, local_copy, local_path
+from lpray.raywork import describe_error, task_exception, task_options
 from lpray.track.manifest import (
     VideoJob,
     finished_jobs,
@@ -285,7 +285,7 @@ def track_corpus(
         A :class:`CorpusResult`; ``summary.csv``/``.parquet`` and ``manifest.json`` are written
         under ``out``.
     """
-    from lpray.ensemble.raywork import ensure_ray
+    from lpray.raywork import ensure_ray
 
     started = time.perf_counter()
     source = str(ensemble_dir)

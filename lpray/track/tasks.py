@@ -30,11 +30,11 @@ import numpy as np
 import pandas as pd
 
 from lpray.data.video import VideoInfo
-from lpray.ensemble.raywork import limit_torch_threads, node_id
 from lpray.io.formats import DEFAULT_FORMATS, PoseMeta, parse_formats, save_pose
 from lpray.io.storage import local_copy, local_file
 from lpray.io.tables import arrays_to_table
 from lpray.options import BACKENDS, OVERLAYS, PRECISIONS
+from lpray.raywork import limit_torch_threads, node_id
 from lpray.track.manifest import VideoJob, write_done
 
 
@@ -250,7 +250,7 @@ def _column_mean(table: pd.DataFrame, coords: tuple[str, ...]) -> float:
 
 
 def _write_overlays(job: VideoJob, xy: np.ndarray, settings: TrackSettings) -> list[str]:
-    from lpray.report.overlay import write_frame_strip, write_labeled_video
+    from lpray.viz.overlay import write_frame_strip, write_labeled_video
 
     written = []
     if settings.overlay == "none":

@@ -38,9 +38,9 @@ from pytorch_lightning.plugins.environments import LightningEnvironment
 from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 
 from lpray.config import Config, config_from_dict, save_config
-from lpray.ensemble.raywork import ensure_ray
 from lpray.errors import UserError
 from lpray.io.storage import exists, is_local, join, local_path
+from lpray.raywork import ensure_ray, worker_env
 from lpray.train.fit import ThroughputMeter, build_module, plan_run, report_finished, write_summary
 from lpray.train.model_dir import ModelDirError, discard, staging_dir, swap_in, write_fingerprint
 
@@ -60,14 +60,6 @@ COMMIT_TIMEOUT_S = 300.0
 # Exported next to the model directory's metrics.csv, where the single-process trainer's
 # CSVLogger writes its step log.
 STEP_LOG_EXPORT = Path("logs") / "metrics.csv"
-# Environment every worker gets unless the driver's environment says otherwise: NVLink multicast
-# off (lpray's all-reduces do not need it, and on shared hosts it can wedge the GPUs).
-WORKER_ENV_DEFAULTS = {
-    "NCCL_NVLS_ENABLE": "0",
-    "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
-    "NVSHMEM_DISABLE_NVLS": "1",
-}
-WORKER_ENV_PASSTHROUGH = (*WORKER_ENV_DEFAULTS, "NCCL_CUMEM_ENABLE", "RAY_AUTH_MODE")
 
 
 # -- Lightning under Ray Train ------------------------------------------------------------------
@@ -479,14 +471,6 @@ def checkpoint_config(keep: int) -> Any:
         checkpoint_score_attribute=SCORE_METRIC,
         checkpoint_score_order="min",
     )
-
-
-def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment variables every worker gets: the safe defaults, overridden by the driver's."""
-    environ = dict(os.environ if environ is None else environ)
-    env = dict(WORKER_ENV_DEFAULTS)
-    env.update({key: environ[key] for key in WORKER_ENV_PASSTHROUGH if key in environ})
-    return env
 
 
 class TrainRunError(UserError, RuntimeError):

@@ -1,7 +1,7 @@
 """The sweep figures: what the labels buy, what each loss weight does, how trials learned.
 
 Each function takes the tidy tables of :mod:`lpray.tune.results` and writes one PNG (through
-:func:`lpray.report.figures.save_figure`, atomically). Trials without a metric yet are left out,
+:func:`lpray.viz.figures.save_figure`, atomically). Trials without a metric yet are left out,
 so the figures can be drawn for a sweep that is still running.
 """
 
@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lpray.report.figures import plt, save_figure
 from lpray.tune.space import LABEL_KEY, SweepSpec
+from lpray.viz.figures import plt, save_figure
 
 
 def plot_error_vs_labels(trials: pd.DataFrame, metric: str, mode: str, path: str) -> None:

@@ -94,7 +94,7 @@ def _prepare_data_once(cfg: Config) -> None:
 
 
 def _fit(experiment_dir: str, restore: bool) -> str:
-    from lpray.ensemble.raywork import ensure_ray
+    from lpray.raywork import ensure_ray
     from lpray.tune.results import write_report
 
     ensure_ray()

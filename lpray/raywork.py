@@ -1,4 +1,9 @@
-"""Running many independent Ray tasks to completion: as-completed results, progress, errors.
+"""The Ray runtime helpers train, tune, ensemble and track share: connecting, workers, tasks.
+
+One module below all of them (it imports no other lpray module), so that a Ray Train run, a
+sweep, an ensemble and a tracked corpus connect the same way (:func:`ensure_ray`), give their
+workers the same environment (:func:`worker_env`) and size their tasks the same way
+(:func:`task_options`, :func:`gpus_or_default`, :func:`limit_torch_threads`).
 
 Ensemble training and corpus tracking both launch one task (or task chain) per item and must
 keep going when an item fails: each result is handed over as soon as it is ready (so its record
@@ -15,6 +20,15 @@ from typing import Any
 
 import ray
 from tqdm.auto import tqdm
+
+# Environment every worker gets unless the driver's environment says otherwise: NVLink multicast
+# off (lpray's all-reduces do not need it, and on shared hosts it can wedge the GPUs).
+WORKER_ENV_DEFAULTS = {
+    "NCCL_NVLS_ENABLE": "0",
+    "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
+    "NVSHMEM_DISABLE_NVLS": "1",
+}
+WORKER_ENV_PASSTHROUGH = (*WORKER_ENV_DEFAULTS, "NCCL_CUMEM_ENABLE", "RAY_AUTH_MODE")
 
 
 def task_exception(err: BaseException) -> BaseException:
@@ -112,3 +126,11 @@ def task_options(cpus: float, gpus: float, max_retries: int, **extra: Any) -> di
         "retry_exceptions": False,
         **extra,
     }
+
+
+def worker_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment variables every worker gets: the safe defaults, overridden by the driver's."""
+    environ = dict(os.environ if environ is None else environ)
+    env = dict(WORKER_ENV_DEFAULTS)
+    env.update({key: environ[key] for key in WORKER_ENV_PASSTHROUGH if key in environ})
+    return env
