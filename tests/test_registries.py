@@ -53,11 +53,11 @@ def test_every_backend_is_a_config_cli_and_track_choice(backend):
 
 
 def test_unknown_readers_and_backends_are_refused_naming_the_valid_ones():
-    with pytest.raises(ValueError, match=r"backend must be one of \['auto', 'pyav', 'dali'\]"):
+    with pytest.raises(ValueError, match=r"backend must be one of \['auto', 'pyav', 'dali'"):
         TrackSettings(backend="dalii")
     with pytest.raises(ConfigError, match=r"data.video_backend: .*'dalii'.*'auto', 'pyav', 'dali'"):
         config_from_dict({"data": {"video_backend": "dalii"}})
-    with pytest.raises(ValueError, match=r"'dalii'; choose one of \('auto', 'pyav', 'dali'\)"):
+    with pytest.raises(ValueError, match=r"'dalii'; choose one of \('auto', 'pyav', 'dali'"):
         choose_backend("dalii", [], "cpu")
     with pytest.raises(ValueError, match=r"'opencv'.*'pyav', 'dali-cpu', 'dali-gpu'"):
         get_reader("opencv")
