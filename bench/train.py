@@ -245,7 +245,7 @@ def bare_step(values: dict[str, Any]) -> BareStep:
     bundle = prepare_data(cfg)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     module = build_module(cfg, bundle).to(device).to(memory_format=torch.channels_last)
-    module.pcas = {name: pca.to(device) for name, pca in module.pcas.items()}
+    module.loss_states = {name: state.to(device) for name, state in module.loss_states.items()}
     t = cfg.training
     h, w = cfg.data.image_size
     k = len(bundle.keypoint_names)

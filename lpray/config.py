@@ -18,7 +18,10 @@ from typing import Any, Literal
 
 import yaml
 
+from lpray.data.augment_spec import list_augment_presets
+from lpray.data.reader_registry import list_backends
 from lpray.errors import UserError
+from lpray.losses.registry import get_loss, list_losses
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +69,7 @@ class DataConfig:
     split_file: str | None = None
     # Labeled frames used for training: a count, a fraction of the train split, or None for all.
     train_frames: int | float | None = None
-    video_backend: Literal["auto", "pyav", "dali"] = "auto"
+    video_backend: str = "auto"  # a video reader (lpray.data.reader_registry): auto, pyav, dali
 
 
 @dataclass
@@ -81,54 +84,42 @@ class ModelConfig:
     # pretrained weights; false for the built-in synthetic data and for backbones that have no
     # weights (resolved on load, _resolve_pretrained; the saved config holds the outcome).
     pretrained: bool | None = None
-    model_type: Literal["heatmap", "context"] = "heatmap"
+    model_type: str = "heatmap"  # lpray.models.heatmap.MODELS: heatmap, context
     heatmap_sigma: float = 1.25  # Gaussian target width, heatmap pixels
     softmax_temperature: float = 100.0  # targets peak at 1: LP's 1000 on sum-to-1 maps ~ 100 here
 
 
 @dataclass
-class TemporalLossConfig:
-    weight: float = 0.0  # 0 switches the loss off
-    epsilon: float | list[float] = 20.0  # allowed motion per frame, frame pixels (per keypoint ok)
-    confidence_threshold: float = 0.05
-
-
-@dataclass
-class PCASingleViewLossConfig:
-    weight: float = 0.0
-    keypoints: list[str] | None = None  # None: every keypoint present in >= 90% of the labels
-    variance_explained: float = 0.99
-    epsilon_percentile: float = 99.0
-
-
-@dataclass
-class PCAMultiViewLossConfig:
-    weight: float = 0.0
-    n_components: int = 3
-    epsilon_percentile: float = 99.0
-
-
-@dataclass
-class LossesConfig:
-    """total = supervised_weight * heatmap MSE + anneal(epoch) * sum_i weight_i * L_i."""
+class _LossesBase:
+    """What every run has; each registered unsupervised loss adds its section (LossesConfig)."""
 
     supervised_weight: float = 1.0
     # "kl": KL divergence between the normalised target and the softmax soft-argmax decodes
     # (robust with unsupervised losses); "mse": Lightning Pose's plain heatmap MSE.
     heatmap_loss: Literal["kl", "mse"] = "mse"
     anneal_rate: float = 0.01  # unsupervised weights ramp 0 -> 1 by this much per epoch
-    temporal: TemporalLossConfig = field(default_factory=TemporalLossConfig)
-    pca_singleview: PCASingleViewLossConfig = field(default_factory=PCASingleViewLossConfig)
-    pca_multiview: PCAMultiViewLossConfig = field(default_factory=PCAMultiViewLossConfig)
 
     def active(self) -> dict[str, float]:
-        """The unsupervised losses switched on, with their weights."""
-        weights = {
-            "temporal": self.temporal.weight,
-            "pca_singleview": self.pca_singleview.weight,
-            "pca_multiview": self.pca_multiview.weight,
-        }
+        """The unsupervised losses switched on, with their weights, in registry order."""
+        weights = {name: getattr(self, name).weight for name in list_losses()}
         return {name: w for name, w in weights.items() if w > 0}
+
+
+# One section per registered unsupervised loss (lpray.losses.registry), named after it: a new
+# loss gets its config keys without an edit here.
+LossesConfig = dataclasses.make_dataclass(
+    "LossesConfig",
+    [
+        (name, get_loss(name).config, field(default_factory=get_loss(name).config))
+        for name in list_losses()
+    ],
+    bases=(_LossesBase,),
+)
+LossesConfig.__module__ = __name__  # pickled by reference (Ray workers) as lpray.config's
+LossesConfig.__doc__ = (
+    "total = supervised_weight * heatmap loss + anneal(epoch) * sum_i weight_i * L_i; one "
+    "section per unsupervised loss of lpray.losses.registry (temporal, pca_singleview, ...)."
+)
 
 
 @dataclass
@@ -167,7 +158,7 @@ class TrainingConfig:
     # (labeled frames modelled on Lightning Pose's "dlc" preset: +-25 deg rotations, crops,
     # motion blur, coarse dropout, salt/pepper blobs; more accurate with few labels, bench/peers;
     # clips as in "mild"), or "none" (neither changes).
-    augmentation: Literal["none", "mild", "strong"] = "mild"
+    augmentation: str = "mild"
     val_every_n_epochs: int = 1
     # Seconds between writes of checkpoints/last.ckpt (the full resume state, at an epoch's end;
     # the final epoch is always written); 0 writes it every epoch. A short-epoch run (mirror-mouse:
@@ -306,13 +297,17 @@ def _check(cfg: Config) -> None:
         )
     elif isinstance(d.train_frames, int):
         need(d.train_frames >= 1, "data.train_frames", f"must be >= 1, got {d.train_frames}")
-    from lpray.models.backbones import available_backbones  # the registry: one list of names
+    # Names that a registry owns: checked against it, so adding one is a registry line.
+    from lpray.models.backbones import available_backbones  # torch models: imported when checked
+    from lpray.models.heatmap import list_model_types
 
-    need(
-        m.backbone in available_backbones(),
-        "model.backbone",
-        f"unknown backbone {m.backbone!r}; choose one of {available_backbones()}",
-    )
+    for key, what, value, names in (
+        ("model.backbone", "backbone", m.backbone, available_backbones()),
+        ("model.model_type", "model type", m.model_type, list_model_types()),
+        ("training.augmentation", "augmentation preset", t.augmentation, list_augment_presets()),
+        ("data.video_backend", "video backend", d.video_backend, list_backends()),
+    ):
+        need(value in names, key, f"unknown {what} {value!r}; choose one of {list(names)}")
     from lpray.models.backbones import pretrained_weights
 
     need(
@@ -326,23 +321,11 @@ def _check(cfg: Config) -> None:
     need(m.softmax_temperature > 0, "model.softmax_temperature", "must be > 0")
     need(lo.supervised_weight >= 0, "losses.supervised_weight", "must be >= 0")
     need(lo.anneal_rate > 0, "losses.anneal_rate", "must be > 0")
-    for name in ("temporal", "pca_singleview", "pca_multiview"):
-        need(getattr(lo, name).weight >= 0, f"losses.{name}.weight", "must be >= 0")
-    eps = lo.temporal.epsilon
-    need(
-        all(e >= 0 for e in (eps if isinstance(eps, list) else [eps])),
-        "losses.temporal.epsilon",
-        "must be >= 0",
-    )
-    need(
-        0 < lo.pca_singleview.variance_explained <= 1,
-        "losses.pca_singleview.variance_explained",
-        "must be in (0, 1]",
-    )
-    for name in ("pca_singleview", "pca_multiview"):
-        p = getattr(lo, name).epsilon_percentile
-        need(0 <= p <= 100, f"losses.{name}.epsilon_percentile", f"must be in [0, 100], got {p}")
-    need(lo.pca_multiview.n_components >= 1, "losses.pca_multiview.n_components", "must be >= 1")
+    for name in list_losses():
+        settings = getattr(lo, name)
+        need(settings.weight >= 0, f"losses.{name}.weight", "must be >= 0")
+        for key, message in get_loss(name).problems(settings):
+            need(False, f"losses.{name}.{key}", message)
     need(t.max_epochs >= 1, "training.max_epochs", "must be >= 1")
     need(t.batch_size >= 1, "training.batch_size", "must be >= 1")
     need(t.unlabeled_sequences >= 1, "training.unlabeled_sequences", "must be >= 1")

@@ -3,8 +3,6 @@ make for labeled frames (lpray.data.augment) and clips (lpray.data.clip_augment)
 
 from __future__ import annotations
 
-import typing
-
 import numpy as np
 import pytest
 
@@ -17,18 +15,28 @@ from lpray.data.augment_spec import (
     AugmentSpec,
     ClipAugmentSpec,
     augment_preset,
+    list_augment_presets,
 )
 from lpray.data.clip_augment import draw_clips
 
 
-def test_presets_are_the_config_choices():
-    from lpray.config import TrainingConfig
+@pytest.mark.parametrize("name", list_augment_presets())
+def test_every_preset_builds_and_the_config_takes_it(name):
+    from lpray.config import config_from_dict
 
-    hints = typing.get_type_hints(TrainingConfig)
-    assert set(typing.get_args(hints["augmentation"])) == set(AUGMENT_PRESETS)
+    preset = augment_preset(name)
+    assert isinstance(preset.frames, AugmentSpec) and isinstance(preset.clips, ClipAugmentSpec)
+    assert config_from_dict({"training": {"augmentation": name}}).training.augmentation == name
+
+
+def test_unknown_presets_are_refused_naming_the_presets():
+    from lpray.config import ConfigError, TrainingConfig, config_from_dict
+
     assert TrainingConfig().augmentation == DEFAULT_AUGMENT_PRESET
     with pytest.raises(ValueError, match="choose one of"):
         augment_preset("dlc")
+    with pytest.raises(ConfigError, match=r"training.augmentation: .*'dlc'.*'none', 'mild'"):
+        config_from_dict({"training": {"augmentation": "dlc"}})
 
 
 def test_one_vocabulary_frames_extend_clips():

@@ -7,9 +7,10 @@ import math
 import pytest
 import torch
 
-from lpray.losses.pca import PosePCA
+from lpray.losses.pca import PosePCA, pca_loss
 from lpray.losses.supervised import gaussian_heatmaps, heatmap_mse
-from lpray.losses.unsupervised import anneal_weight, combine_losses, pca_loss, temporal_loss
+from lpray.losses.temporal import temporal_loss
+from lpray.losses.unsupervised import anneal_weight, combine_losses
 
 NAN = float("nan")
 

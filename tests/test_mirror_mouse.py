@@ -13,7 +13,7 @@ from lpray.data.labeled import read_labeled_frames
 from lpray.inference.network import load_network
 from lpray.inference.video import predict_video
 from lpray.io.tables import read_pose_csv, table_to_arrays
-from lpray.train.data import fit_pcas, prepare_data
+from lpray.train.data import fit_loss_states, prepare_data
 from lpray.train.fit import train
 
 CONFIG = Path(__file__).resolve().parents[1] / "experiments" / "mirror_mouse.yaml"
@@ -34,7 +34,7 @@ def test_multiview_pca_fits_the_mirror_views(mirror_mouse, tmp_path):
     cfg = mirror_config(mirror_mouse, tmp_path, "losses.pca_singleview.weight=0.001")
     bundle = prepare_data(cfg)
     assert len(bundle.split.train) == 72 and len(bundle.videos) == 1
-    pcas = fit_pcas(cfg, bundle)
+    pcas = fit_loss_states(cfg, bundle)
     multi = pcas["pca_multiview"]
     assert multi.components.shape == (3, 4)  # (x, y) in two views -> a 3-D world
     # In frame pixels the top and bottom views share x: the labels reproject within a few pixels.

@@ -14,9 +14,9 @@ from lpray.losses.pca import (
     fit_multiview_pca,
     fit_pca,
     fit_singleview_pca,
+    pca_loss,
     pca_reprojection_error,
 )
-from lpray.losses.unsupervised import pca_loss
 
 NAN = np.nan
 

@@ -22,8 +22,8 @@ The geometric draws move the content: the resized frame's point u appears in the
 ``c + zoom R(angle) (u - c) + shift`` (c the input's centre), :func:`lpray.data.geometry.
 resized_to_model`. A spec of zeros changes nothing (:data:`NO_AUGMENT`, :data:`NO_CLIP_AUGMENT`).
 
-To add a preset: one entry in :data:`AUGMENT_PRESETS` and its name in
-``lpray.config.TrainingConfig.augmentation`` (a test checks that the two agree).
+To add a preset: one entry in :data:`AUGMENT_PRESETS`; ``training.augmentation`` is checked
+against :func:`list_augment_presets` and ``tests/test_augment_spec.py`` builds every preset.
 """
 
 from __future__ import annotations
@@ -146,6 +146,11 @@ AUGMENT_PRESETS: dict[str, AugmentPreset] = {
     ),
 }
 DEFAULT_AUGMENT_PRESET = "mild"
+
+
+def list_augment_presets() -> list[str]:
+    """Every preset name ``training.augmentation`` accepts."""
+    return list(AUGMENT_PRESETS)
 
 
 def augment_preset(name: str) -> AugmentPreset:

@@ -25,6 +25,7 @@ from lpray.data.clip_augment import augment_source, draw_or_identity
 from lpray.data.geometry import corner_to_centre, to_frame_matrix
 from lpray.data.normalise import IMAGENET_MEAN, IMAGENET_STD, grey_levels
 from lpray.data.prefetch import prefetched
+from lpray.data.reader_registry import VideoReader, get_reader
 from lpray.data.readers import choose_backend, cuda_index, decoder_threads, local_video_path
 from lpray.data.sharding import (
     FrameRange,
@@ -74,7 +75,8 @@ def make_unlabeled_loader(
         sequence_length: S, frames per sequence.
         batch_size: B, sequences per item.
         image_size: model input (H, W).
-        backend: "auto", "pyav" or "dali" (:mod:`lpray.data.readers`).
+        backend: a backend name of :mod:`lpray.data.reader_registry` ("auto", "pyav",
+            "dali"), resolved by :func:`lpray.data.readers.choose_backend`.
         augment: a spec, True (the default preset's clips), or False / None / a spec of zeros
             (resize only: no draws, no photometric change).
         seed: run seed; with ``shard_id`` it fixes the stream.
@@ -97,15 +99,26 @@ def make_unlabeled_loader(
     paths = [local_video_path(v) for v in videos]
     infos = [validate_video(p) for p in paths]
     ranges = shard_ranges([i.n_frames for i in infos], sequence_length, shard_id, num_shards)
-    kind = choose_backend(backend, infos, device)
+    reader = get_reader(choose_backend(backend, infos, device))
     spec = _resolve_augment(augment)
-    args = (paths, infos, ranges, sequence_length, batch_size, tuple(image_size), spec)
-    if kind == "pyav":
-        return _pyav_training(*args, seed, shard_id, device)
-    return _dali_training(*args, seed, shard_id, device, kind == "dali-gpu", readers)
+    return reader.producer("training")(
+        reader,
+        paths,
+        infos,
+        ranges,
+        sequence_length,
+        batch_size,
+        tuple(image_size),
+        spec,
+        seed,
+        shard_id,
+        device,
+        readers,
+    )
 
 
-def _pyav_training(
+def pyav_training(
+    reader: VideoReader,
     paths: list[str],
     infos: list[VideoInfo],
     ranges: list[FrameRange],
@@ -116,8 +129,15 @@ def _pyav_training(
     seed: int,
     shard_id: int,
     device: str,
+    readers: int,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """Uniform draws over every sequence start of the shard, decoded with PyAV."""
+    """Uniform draws over every sequence start of the shard, decoded with PyAV.
+
+    The signature is every reader's training producer's (:mod:`lpray.data.reader_registry`):
+    the stream :func:`make_unlabeled_loader` returns, for its arguments. PyAV keeps one decoder
+    per open video, so ``reader`` and ``readers`` choose nothing here.
+    """
+    del reader, readers
     pick_rng = starts_rng(seed, shard_id)
     aug_rng = augment_rng(seed, shard_id)
     starts = np.array([r.stop - r.start - sequence_length + 1 for r in ranges])
@@ -172,7 +192,8 @@ def _cached_reader(
     return readers[index]
 
 
-def _dali_training(
+def dali_training(
+    reader: VideoReader,
     paths: list[str],
     infos: list[VideoInfo],
     ranges: list[FrameRange],
@@ -183,20 +204,21 @@ def _dali_training(
     seed: int,
     shard_id: int,
     device: str,
-    gpu: bool,
     readers: int = 1,
 ) -> Iterator[dict[str, torch.Tensor]]:
-    """The shard's ranges through DALI's reader: every start is a sample, shuffled by a seed.
+    """The shard's ranges through DALI's reader (on ``reader.decodes_on``): every start is a
+    sample, shuffled by a seed.
 
     With ``readers`` > 1, that many pipelines (own shuffle and augmentation seeds) decode in
     parallel and their batches are taken in turn.
     """
+    gpu = reader.decodes_on == "gpu"
     n_samples = sum(r.stop - r.start - sequence_length + 1 for r in ranges)
     sizes = np.array([(i.height, i.width) for i in infos])
     with tempfile.TemporaryDirectory(prefix="lpray-dali-") as folder:
         file_list = dp.write_file_list(ranges, paths, folder)
         pipes = []
-        for reader in range(readers):
+        for pipe_index in range(readers):
             pipe = dp.build_video_pipeline(
                 reader_device="gpu" if gpu else "cpu",
                 device_id=cuda_index(device) if gpu else None,
@@ -204,7 +226,7 @@ def _dali_training(
                 sequence_length=sequence_length,
                 image_size=image_size,
                 augment_source=augment_source(
-                    augment_rng(seed, shard_id, reader), spec, image_size, batch_size
+                    augment_rng(seed, shard_id, pipe_index), spec, image_size, batch_size
                 ),
                 mean=grey_levels(IMAGENET_MEAN),
                 std=grey_levels(IMAGENET_STD),
@@ -213,7 +235,7 @@ def _dali_training(
                 random_shuffle=True,
                 shuffle_buffer=min(n_samples, dp.MAX_SHUFFLE_BUFFER),
                 photometric=spec is not None,
-                seed=dali_shuffle_seed(seed, shard_id, reader),
+                seed=dali_shuffle_seed(seed, shard_id, pipe_index),
                 num_threads=decoder_threads() if readers == 1 else 1,
             )
             pipes.append(

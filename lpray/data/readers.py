@@ -1,7 +1,8 @@
 """Which video reader decodes a set of videos: the backend choice shared by training clips
 (:mod:`lpray.data.clips`) and prediction chunks (:mod:`lpray.inference.chunks`).
 
-Three backends chosen by a config string (:data:`lpray.options.BACKENDS`):
+The readers and the backend names that pick them are :mod:`lpray.data.reader_registry`'s; the
+built-in backends are:
 
 - ``"pyav"``: CPU decoding with :class:`lpray.data.video.PyAVReader` (any codec FFmpeg reads),
   warped on the target device by :func:`lpray.data.warp.warp_normalise`.
@@ -12,9 +13,8 @@ Three backends chosen by a config string (:data:`lpray.options.BACKENDS`):
   when every video is VP8/VP9/MJPEG; else PyAV. Deliberately keyed on ``device``, not on whether
   a GPU exists: a caller that asks for CPU tensors gets CPU decoding.
 
-A new reader is a new name in :data:`lpray.options.BACKENDS`, a branch of
-:func:`choose_backend`, and the loops that consume its frames in :mod:`lpray.data.clips` and
-:mod:`lpray.inference.chunks`.
+A backend name of one reader resolves to that reader; ``auto`` and ``dali`` (two readers)
+choose as above. A new reader is a module with its producers and one line in the registry.
 """
 
 from __future__ import annotations
@@ -25,10 +25,13 @@ from collections.abc import Sequence
 import torch
 
 from lpray.data.dali_pipeline import dali_available, dali_support_problem
+from lpray.data.reader_registry import AUTO, list_backends, readers_of
 from lpray.data.video import VideoError, VideoInfo
 from lpray.errors import UserError
 from lpray.io import storage
-from lpray.options import BACKENDS
+
+# the fallback reader: FFmpeg reads every codec
+_PYAV = "pyav"
 
 
 class DaliMissing(UserError, ImportError):
@@ -36,27 +39,30 @@ class DaliMissing(UserError, ImportError):
 
 
 def choose_backend(backend: str, infos: Sequence[VideoInfo], device: str) -> str:
-    """Resolve a backend string to ``"pyav"``, ``"dali-cpu"`` or ``"dali-gpu"``.
+    """Resolve a backend name to a reader name: ``"pyav"``, ``"dali-cpu"``, ``"dali-gpu"``, ...
 
     Raises:
         ValueError: unknown backend, or a CUDA device without CUDA.
         VideoError: ``backend="dali"`` and DALI cannot decode one of the videos (named).
         DaliMissing: ``backend="dali"`` without DALI installed.
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown video backend {backend!r}; choose one of {BACKENDS}")
+    if backend not in list_backends():
+        raise ValueError(f"unknown video backend {backend!r}; choose one of {list_backends()}")
     wants_gpu = torch.device(device).type == "cuda"
     if wants_gpu and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available")
-    if backend == "pyav":
-        return "pyav"
+    own = readers_of(backend)
+    if len(own) == 1:  # a backend of one reader: nothing to choose
+        return own[0].name
+    if backend not in (AUTO, "dali"):  # the rule below knows DALI's two readers only
+        raise ValueError(f"backend {backend!r} has several readers and no rule to choose one")
     if not dali_available():
         if backend == "dali":
             raise DaliMissing(
                 "backend='dali' (data.video_backend / --backend): DALI is not installed; "
                 "pip install nvidia-dali-cuda120, or use backend 'auto' or 'pyav'"
             )
-        return "pyav"
+        return _PYAV
     first_problem = None
     for dali_device in (["gpu"] if wants_gpu else []) + ["cpu"]:
         problems = [(i.path, dali_support_problem(i, dali_device)) for i in infos]
@@ -66,7 +72,7 @@ def choose_backend(backend: str, infos: Sequence[VideoInfo], device: str) -> str
         first_problem = first_problem or problems[0]
     if backend == "dali":
         raise VideoError(f"{first_problem[0]}: {first_problem[1]}")
-    return "pyav"
+    return _PYAV
 
 
 def local_video_path(path: str | os.PathLike) -> str:

@@ -1,8 +1,10 @@
 """Ordered prediction chunks of a video (or of one frame range of it), each frame decoded once.
 
-Three readers behind one iterator (:func:`iter_prediction_chunks`): PyAV on the CPU (any codec
-FFmpeg reads; on a GPU its raw 4:2:0 planes are uploaded and converted there), DALI on the CPU
-(VP8/VP9/MJPEG) and DALI on the GPU (NVDEC, several pipelines in parallel). ``auto`` picks as
+The readers of :mod:`lpray.data.reader_registry` behind one iterator
+(:func:`iter_prediction_chunks`), each through its prediction producer: PyAV on the CPU
+(:func:`pyav_blocks`: any codec FFmpeg reads; on a GPU its raw 4:2:0 planes are uploaded and
+converted there), DALI on the CPU (VP8/VP9/MJPEG) and on the GPU (:func:`dali_blocks`: NVDEC,
+several pipelines in parallel). ``auto`` picks as
 :func:`lpray.data.readers.choose_backend` does, plus PyAV for short clips on a GPU
 (``DALI_MIN_PIXELS``).
 
@@ -28,6 +30,7 @@ from lpray.data.dali_pipeline import build_checked, check_decoded_size
 from lpray.data.geometry import to_frame_matrix
 from lpray.data.normalise import IMAGENET_MEAN, IMAGENET_STD
 from lpray.data.prefetch import prefetched
+from lpray.data.reader_registry import VideoReader, get_reader
 from lpray.data.readers import choose_backend, cuda_index, decoder_threads, local_video_path
 from lpray.data.video import PyAVReader, VideoError, VideoInfo, validate_video
 from lpray.data.warp import warp_normalise
@@ -66,7 +69,7 @@ def reader_for(info: VideoInfo, backend: str, device: str, frames: int | None = 
     kind = choose_backend(backend, [info], device)
     if kind == "dali-gpu" and backend == "auto" and short_for_dali(info, frames):
         kind = "pyav"
-    return "pyav" if kind == "pyav" else "dali"
+    return get_reader(kind).backend
 
 
 def frame_span(n_frames: int, start: int, stop: int, context: int) -> tuple[int, int]:
@@ -125,32 +128,25 @@ def iter_prediction_chunks(
     if not 0 <= start < stop <= info.n_frames:
         raise ValueError(f"{path}: frame range [{start}, {stop}) not inside 0..{info.n_frames}")
     lo, hi = frame_span(info.n_frames, start, stop, context)
-    kind = choose_backend(reader_for(info, backend, device, hi - lo), [info], device)
+    reader = get_reader(choose_backend(reader_for(info, backend, device, hi - lo), [info], device))
     image_size = tuple(image_size)
     to_frame = to_frame_matrix(np.eye(2, 3), (info.height, info.width), image_size)
     to_frame_t = torch.from_numpy(to_frame).float().to(device)
-    if kind == "pyav":
-        blocks = _pyav_blocks(path, chunk_size, image_size, to_frame_t, device, lo, hi)
-    else:
-        blocks = _dali_blocks(
-            info,
-            chunk_size,
-            image_size,
-            device,
-            kind == "dali-gpu",
-            decoders or (DEFAULT_GPU_DECODERS if kind == "dali-gpu" else 1),
-            lo,
-            hi,
-        )
+    blocks = reader.producer("prediction")(
+        reader, path, info, chunk_size, image_size, to_frame_t, device, decoders, lo, hi
+    )
     return _assemble_chunks(blocks, (lo, hi), (start, stop), chunk_size, context, to_frame_t)
 
 
-def _pyav_blocks(
+def pyav_blocks(
+    reader: VideoReader,
     path: str,
+    info: VideoInfo,
     chunk: int,
     image_size: tuple[int, int],
     to_frame: torch.Tensor,
     device: str,
+    decoders: int | None,
     lo: int,
     hi: int,
 ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
@@ -162,7 +158,12 @@ def _pyav_blocks(
     raw 4:2:0 planes (half the bytes of RGB) and converts and warps them there
     (:mod:`lpray.data.yuv`), so the CPU only runs FFmpeg's decoder; formats that module cannot
     convert exactly upload RGB.
+
+    The signature is every reader's prediction producer's (:mod:`lpray.data.reader_registry`):
+    blocks of normalised frames on ``device`` (warped by ``to_frame``'s resize) with their frame
+    numbers. One sequential decoder: ``reader``, ``info`` and ``decoders`` choose nothing here.
     """
+    del reader, info, decoders
     if torch.device(device).type != "cuda":
         yield from _pyav_decoded_blocks(path, chunk, image_size, to_frame, device, None, lo, hi)
         return
@@ -221,17 +222,20 @@ def prediction_segments(
     return [(first, min(first + frames, end)) for first in range(start, end, frames)]
 
 
-def _dali_blocks(
+def dali_blocks(
+    reader: VideoReader,
+    path: str,
     info: VideoInfo,
     chunk: int,
     image_size: tuple[int, int],
+    to_frame: torch.Tensor,
     device: str,
-    gpu: bool,
-    decoders: int,
+    decoders: int | None,
     lo: int,
     hi: int,
 ) -> Iterator[tuple[torch.Tensor, np.ndarray]]:
-    """Consecutive blocks of ``chunk`` frames of ``[lo, hi)`` from ``decoders`` DALI pipelines.
+    """Consecutive blocks of ``chunk`` frames of ``[lo, hi)`` from ``decoders`` DALI pipelines
+    (None: ``DEFAULT_GPU_DECODERS`` on a GPU, 1 on the CPU) on ``reader.decodes_on``.
 
     One pipeline reads a video at a few thousand frames/s on a GPU, below what the network
     consumes. Several pipelines, each drained by its own thread, decode in parallel (NVDEC has
@@ -242,6 +246,9 @@ def _dali_blocks(
     """
     from lpray.data import dali_pipeline as dp  # noqa: PLC0415
 
+    del path, to_frame  # DALI opens info.path and resizes inside its graph
+    gpu = reader.decodes_on == "gpu"
+    decoders = decoders or (DEFAULT_GPU_DECODERS if gpu else 1)
     pieces = prediction_segments(hi - lo, chunk, max(1, decoders), lo)
     n_pipes = min(max(1, decoders), len(pieces))
     folder = tempfile.TemporaryDirectory(prefix="lpray-dali-predict-")

@@ -23,7 +23,7 @@ from torch import nn
 
 from lpray.config import Config, config_from_dict
 from lpray.inference.decode import decode_heatmaps
-from lpray.losses.pca import PosePCA, pca_reprojection_error
+from lpray.losses.registry import states_from_dict
 from lpray.models.coordinates import heatmap_to_image
 from lpray.models.fold import fold_batchnorm
 from lpray.models.heatmap import build_model
@@ -53,7 +53,7 @@ class PoseNetwork:
         model: the heatmap network (eval mode, channels_last, on ``device``).
         config: the run config it was trained with.
         keypoint_names: one name per output map.
-        pcas: the fitted PCA losses (for the per-frame PCA metrics).
+        loss_states: the losses' fitted states by loss name (the PCAs; the per-frame metrics).
         device: where it runs.
         precision: "auto" (bf16 autocast on a GPU, float32 on a CPU), "bf16" (on a CPU too:
             mirror-mouse video, ResNet-18 128x128, 2 cores: 116 vs 86 frames/s; keypoints a
@@ -66,7 +66,7 @@ class PoseNetwork:
     model: nn.Module
     config: Config
     keypoint_names: list[str]
-    pcas: dict[str, PosePCA]
+    loss_states: dict[str, Any]
     device: torch.device
     precision: str = "auto"
     compile: bool = False
@@ -123,13 +123,6 @@ class PoseNetwork:
         with self.autocast():
             heatmaps = self.model(frames)["heatmaps"]
         return self.heatmaps_to_keypoints(heatmaps)
-
-    def pca_errors(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-keypoint PCA reprojection errors (frame pixels), by PCA loss name."""
-        return {
-            name: pca_reprojection_error(pca.to(keypoints.device), keypoints)
-            for name, pca in self.pcas.items()
-        }
 
 
 class _SequenceForward(nn.Module):
@@ -252,8 +245,8 @@ def network_from_checkpoint(
     }
     model.load_state_dict(state, assign=True)
     model = _for_inference(model, device, compile if fold is None else fold)
-    pcas = {name: PosePCA.from_dict(d) for name, d in checkpoint.get("lpray_pcas", {}).items()}
-    return PoseNetwork(model, config, names, pcas, device, precision, compile, model_dir)
+    states = states_from_dict(checkpoint.get("lpray_pcas", {}))  # key: PoseModule's checkpoint
+    return PoseNetwork(model, config, names, states, device, precision, compile, model_dir)
 
 
 def load_network(
@@ -321,7 +314,7 @@ def save_checkpoint(network: PoseNetwork, path: str | Path) -> None:
                 "config": network.config.to_dict(),
                 "keypoint_names": list(network.keypoint_names),
             },
-            "lpray_pcas": {name: pca.to_dict() for name, pca in network.pcas.items()},
+            "lpray_pcas": {n: state.to_dict() for n, state in network.loss_states.items()},
         },
         path,
     )

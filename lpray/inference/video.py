@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from lpray.inference.engine import predict_range
 from lpray.inference.graphs import ChunkPasses
@@ -15,7 +14,7 @@ from lpray.inference.network import PoseNetwork
 from lpray.io.formats import DEFAULT_FORMATS, PoseMeta, save_pose
 from lpray.io.storage import atomic_write, join
 from lpray.io.tables import arrays_to_table
-from lpray.metrics import temporal_norm
+from lpray.losses.registry import frame_metrics
 
 
 def predict_video_arrays(
@@ -33,15 +32,14 @@ def predict_video_arrays(
 
 
 def video_metrics(network: PoseNetwork, xy: np.ndarray) -> pd.DataFrame:
-    """Per-frame, per-keypoint temporal norm and PCA reprojection errors."""
+    """Per-frame, per-keypoint metrics of every registered loss that has one with this network
+    (:func:`lpray.losses.registry.frame_metrics`: temporal norm, PCA reprojection errors), as
+    ``<metric>|<keypoint>`` columns."""
     names = network.keypoint_names
-    columns = {f"temporal_norm|{n}": v for n, v in zip(names, temporal_norm(xy).T)}
-    with torch.no_grad():
-        errors = network.pca_errors(torch.as_tensor(xy, dtype=torch.float32))
-    for loss_name, values in errors.items():
-        pca = network.pcas[loss_name]
-        for k, v in zip(pca.keypoint_indices, values.numpy().T):
-            columns[f"{loss_name}|{names[k]}"] = v
+    columns = {}
+    for metric in frame_metrics(xy, network.loss_states):
+        for k, values in zip(metric.keypoints, metric.values.T):
+            columns[f"{metric.column}|{names[k]}"] = values
     return pd.DataFrame(columns)
 
 

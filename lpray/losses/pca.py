@@ -20,6 +20,7 @@ Fitting is numpy float64 (once per run); application is torch (differentiable, a
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,6 +28,7 @@ import numpy as np
 import torch
 
 from lpray.errors import UserError
+from lpray.losses.registry import FrameMetric
 
 
 class PCAFitError(UserError, ValueError):
@@ -362,3 +364,43 @@ def pca_reprojection_error(pca: PosePCA, keypoints: torch.Tensor) -> torch.Tenso
     residual = centred - (centred @ comps.T) @ comps
     error = torch.linalg.vector_norm(residual.reshape(*lead, g, m, 2), dim=-1)
     return error.reshape(*lead, g * m)
+
+
+def pca_loss(pca: PosePCA, keypoints: torch.Tensor) -> torch.Tensor:
+    """Mean over observations and covered keypoints of ``relu(reprojection error - epsilon)``.
+
+    Serves single- and multi-view PCA alike: the ``PosePCA`` knows which keypoints form an
+    observation.
+
+    Args:
+        pca: Fitted PCA (frame pixels).
+        keypoints: ``(N, K, 2)`` (or any ``(..., K, 2)``) predictions in FRAME pixels.
+
+    Returns:
+        Scalar loss.
+    """
+    error = pca_reprojection_error(pca, keypoints)
+    return torch.relu(error - pca.epsilon).mean()
+
+
+def sequence_pca_loss(
+    keypoints: torch.Tensor, confidence: torch.Tensor, settings: Any, pca: PosePCA
+) -> torch.Tensor:
+    """:func:`pca_loss` as a registered loss: every frame of ``(B, S, K, 2)`` sequences is an
+    observation (confidence plays no part: an occluded keypoint still has a plausible place)."""
+    return pca_loss(pca, keypoints.flatten(0, 1))
+
+
+def pca_frame_metric(column: str) -> Callable[[np.ndarray, PosePCA | None], FrameMetric | None]:
+    """The per-frame metric of a PCA loss: reprojection errors of ``(T, K, 2)`` predictions,
+    written as ``<column>|<keypoint>``; none without a fitted PCA."""
+
+    def metric(keypoints: np.ndarray, pca: PosePCA | None) -> FrameMetric | None:
+        if pca is None:
+            return None
+        with torch.no_grad():
+            points = torch.as_tensor(keypoints, dtype=torch.float32)
+            errors = pca_reprojection_error(pca.to(points.device), points)
+        return FrameMetric(column, errors.numpy(), pca.keypoint_indices)
+
+    return metric

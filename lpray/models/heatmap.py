@@ -131,7 +131,13 @@ class ContextModel(nn.Module):
         return self.context_head(self._mix(windows.permute(0, 4, 1, 2, 3)))
 
 
+# Model-type registry: ``model.model_type`` names (the config checks against it).
 MODELS = {"heatmap": HeatmapModel, "context": ContextModel}
+
+
+def list_model_types() -> list[str]:
+    """Every ``model.model_type`` name."""
+    return list(MODELS)
 
 
 def build_model(

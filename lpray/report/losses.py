@@ -14,26 +14,12 @@ import math
 
 import pandas as pd
 
-UNSUPERVISED = ("temporal", "pca_singleview", "pca_multiview")
+from lpray.losses.registry import get_loss, list_losses
+
+UNSUPERVISED = tuple(list_losses())
 SUPERVISED_SETTING = "supervised (baseline)"
 # What makes each loss 0 on every step, and which key to change.
-HINTS = {
-    "temporal": (
-        "either losses.temporal.epsilon (allowed motion per frame, in frame pixels) is larger "
-        "than every frame-to-frame jump of the predictions (lower it, below the animal's "
-        "typical per-frame motion), or every prediction's confidence stayed below "
-        "losses.temporal.confidence_threshold (a network that has not learned yet: train "
-        "longer)"
-    ),
-    "pca_singleview": (
-        "no prediction left the pose subspace by more than its epsilon "
-        "(losses.pca_singleview.epsilon_percentile); lower the percentile"
-    ),
-    "pca_multiview": (
-        "no prediction broke the views' agreement by more than its epsilon "
-        "(losses.pca_multiview.epsilon_percentile); lower the percentile"
-    ),
-}
+HINTS = {name: get_loss(name).idle_hint for name in UNSUPERVISED}
 
 
 def weights(trial: pd.Series) -> dict[str, float]:

@@ -138,9 +138,11 @@ def load_pcas(model_dir: str | Path) -> dict:
 
     from lpray.inference.network import checkpoint_path
     from lpray.losses.pca import PosePCA
+    from lpray.losses.registry import states_from_dict
 
     state = torch.load(checkpoint_path(Path(model_dir)), map_location="cpu", weights_only=True)
-    return {name: PosePCA.from_dict(d) for name, d in state.get("lpray_pcas", {}).items()}
+    states = states_from_dict(state.get("lpray_pcas", {}))  # every loss's state; keep the PCAs
+    return {name: s for name, s in states.items() if isinstance(s, PosePCA)}
 
 
 def _metric_columns(video: TrackedVideo, prefix: str) -> np.ndarray | None:

@@ -30,7 +30,7 @@ from lpray.data.labeled import (
     split_frames,
 )
 from lpray.io.storage import expand
-from lpray.losses.pca import PosePCA, fit_multiview_pca, fit_singleview_pca
+from lpray.losses.registry import FitData, get_loss
 
 
 @dataclass
@@ -124,41 +124,26 @@ def validate_inputs(cfg: Config) -> DataBundle:
     check_images(bundle.frames)
     if cfg.losses.active():
         check_videos(bundle.videos)
-    fit_pcas(cfg, bundle)
+    fit_loss_states(cfg, bundle)
     if cfg.model.pretrained:
         check_pretrained_cached(cfg.model.backbone)
     return bundle
 
 
-def fit_pcas(cfg: Config, bundle: DataBundle) -> dict[str, PosePCA]:
-    """Fit the PCA losses' models on the TRAINING labels, in frame pixels."""
-    labels = bundle.frames.keypoints[bundle.split.train]
-    names = bundle.keypoint_names
-    pcas: dict[str, PosePCA] = {}
-    single = cfg.losses.pca_singleview
-    if single.weight > 0:
-        if single.keypoints is not None:
-            unknown = [k for k in single.keypoints if k not in names]
-            if unknown:
-                raise LabelError(f"losses.pca_singleview.keypoints: unknown keypoints {unknown}")
-            indices = [names.index(k) for k in single.keypoints]
-        else:  # keypoints labeled in at least 90% of the frames (rarely-seen ones would dominate)
-            present = (~np.isnan(labels[..., 0])).mean(axis=0)
-            indices = [k for k in range(len(names)) if present[k] >= 0.9]
-        pcas["pca_singleview"] = fit_singleview_pca(
-            labels, indices, single.variance_explained, single.epsilon_percentile
-        )
-    multi = cfg.losses.pca_multiview
-    if multi.weight > 0:
-        if not bundle.view_groups:
-            raise LabelError(
-                "losses.pca_multiview.weight > 0 needs data.view_groups (multi-view data)"
-            )
-        groups = [[names.index(k) for k in group] for group in bundle.view_groups]
-        pcas["pca_multiview"] = fit_multiview_pca(
-            labels, groups, multi.n_components, multi.epsilon_percentile
-        )
-    return pcas
+def fit_loss_states(cfg: Config, bundle: DataBundle) -> dict[str, Any]:
+    """Fit the states of the switched-on losses that have one (the PCAs) on the TRAINING labels,
+    in frame pixels; by loss name."""
+    data = FitData(
+        labels=bundle.frames.keypoints[bundle.split.train],
+        keypoint_names=bundle.keypoint_names,
+        view_groups=bundle.view_groups,
+    )
+    states: dict[str, Any] = {}
+    for name in cfg.losses.active():
+        loss = get_loss(name)
+        if loss.fit is not None:
+            states[name] = loss.fit(getattr(cfg.losses, name), data)
+    return states
 
 
 def _collate_labeled(items: list[dict[str, torch.Tensor]]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from lpray.config import Config, save_config
 from lpray.io.storage import atomic_write
 from lpray.train.data import (
     DataBundle,
-    fit_pcas,
+    fit_loss_states,
     labeled_loader,
     make_train_loader,
     validate_inputs,
@@ -166,7 +166,7 @@ def make_trainer(
 
 def build_module(cfg: Config, bundle: DataBundle) -> PoseModule:
     """The module with its PCA fits, in the memory format and compile mode the config asks for."""
-    module = PoseModule(cfg.to_dict(), bundle.keypoint_names, fit_pcas(cfg, bundle))
+    module = PoseModule(cfg.to_dict(), bundle.keypoint_names, fit_loss_states(cfg, bundle))
     if cfg.training.channels_last:
         module = module.to(memory_format=torch.channels_last)
     if cfg.training.compile:

@@ -3,7 +3,8 @@
 One training step sees a labeled batch (frames with keypoints) and, when any unsupervised loss is
 on, a batch of unlabeled contiguous video sequences. Predictions on the unlabeled frames are mapped
 back to FRAME pixels (undoing resize and augmentation with the batch's ``to_frame`` affine) before
-the temporal and PCA losses, so every unsupervised loss, its epsilon and the PCA live in one
+the unsupervised losses (every loss of :mod:`lpray.losses.registry` switched on and, where it
+fits a state such as a PCA, fitted), so every loss, its epsilon and its state live in one
 coordinate space: the video's own pixels.
 """
 
@@ -19,9 +20,9 @@ import torch
 
 from lpray.config import Config, config_from_dict
 from lpray.data.augment import apply_deferred_augmentation
-from lpray.losses.pca import PosePCA, pca_reprojection_error
+from lpray.losses.registry import active_weights, get_loss, states_from_dict
 from lpray.losses.supervised import gaussian_heatmaps, heatmap_kl, heatmap_mse
-from lpray.losses.unsupervised import anneal_weight, combine_losses, pca_loss, temporal_loss
+from lpray.losses.unsupervised import anneal_weight, combine_losses
 from lpray.models.coordinates import heatmap_to_image, image_to_heatmap, soft_argmax
 from lpray.models.heatmap import build_model
 
@@ -32,6 +33,11 @@ def map_points(to_frame: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     flat = points.reshape(shape[0], -1, 2)
     mapped = flat @ to_frame[:, :, :2].transpose(1, 2) + to_frame[:, None, :, 2]
     return mapped.reshape(shape)
+
+
+def _to(state: Any, device: torch.device) -> Any:
+    """A fitted loss state on ``device`` (states without tensors have no ``to``)."""
+    return state.to(device) if hasattr(state, "to") else state
 
 
 class _Forward(torch.nn.Module):
@@ -53,7 +59,7 @@ class PoseModule(pl.LightningModule):
         self,
         config: dict[str, Any],
         keypoint_names: list[str],
-        pcas: dict[str, PosePCA] | None = None,
+        loss_states: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters({"config": config, "keypoint_names": keypoint_names})
@@ -66,21 +72,16 @@ class PoseModule(pl.LightningModule):
             self.cfg.model.pretrained,
         )
         self.image_size = tuple(self.cfg.data.image_size)
-        self.pcas: dict[str, PosePCA] = dict(pcas or {})
-        self.unsupervised_weights = {
-            name: w
-            for name, w in self.cfg.losses.active().items()
-            if name == "temporal" or name in self.pcas
-        }
-        eps = self.cfg.losses.temporal.epsilon
-        self.register_buffer(
-            "temporal_epsilon", torch.as_tensor(eps, dtype=torch.float32), persistent=False
-        )
+        # the losses' fitted states by loss name (the PCAs), from lpray.train.data.fit_loss_states
+        self.loss_states: dict[str, Any] = dict(loss_states or {})
+        self.unsupervised_weights = active_weights(self.cfg.losses.active(), self.loss_states)
         self._val_error_sum = 0.0
         self._val_error_count = 0
 
     def on_fit_start(self) -> None:
-        self.pcas = {name: pca.to(self.device) for name, pca in self.pcas.items()}
+        self.loss_states = {
+            name: _to(state, self.device) for name, state in self.loss_states.items()
+        }
 
     def on_train_start(self) -> None:
         # Before the first batch: no loader or decoder thread issues CUDA calls during capture.
@@ -146,13 +147,14 @@ class PoseModule(pl.LightningModule):
             return graphed[1](frames)
         return self.model.backbone(frames)
 
-    # -- checkpoint: the PCA fits travel with the weights --------------------------------------
+    # -- checkpoint: the fitted loss states travel with the weights ----------------------------
+    # Under "lpray_pcas": the PCAs were the first states, and checkpoints already written (and
+    # lpray.inference.network, lpray.select.scoring) read that key.
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["lpray_pcas"] = {name: pca.to_dict() for name, pca in self.pcas.items()}
+        checkpoint["lpray_pcas"] = {n: state.to_dict() for n, state in self.loss_states.items()}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        saved = checkpoint.get("lpray_pcas", {})
-        self.pcas = {name: PosePCA.from_dict(d) for name, d in saved.items()}
+        self.loss_states = states_from_dict(checkpoint.get("lpray_pcas", {}))
 
     # -- prediction ----------------------------------------------------------------------------
     def heatmaps_to_image_coords(self, heatmaps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -197,15 +199,12 @@ class PoseModule(pl.LightningModule):
         self, batch: dict[str, torch.Tensor], features: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         xy, confidence = self.unlabeled_keypoints(batch, features)
-        losses: dict[str, torch.Tensor] = {}
-        if "temporal" in self.unsupervised_weights:
-            losses["temporal"] = temporal_loss(
-                xy, confidence, self.temporal_epsilon, self.cfg.losses.temporal.confidence_threshold
+        return {
+            name: get_loss(name).loss(
+                xy, confidence, getattr(self.cfg.losses, name), self.loss_states.get(name)
             )
-        for name in ("pca_singleview", "pca_multiview"):
-            if name in self.unsupervised_weights:
-                losses[name] = pca_loss(self.pcas[name], xy.flatten(0, 1))
-        return losses
+            for name in self.unsupervised_weights
+        }
 
     # -- Lightning hooks -----------------------------------------------------------------------
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
@@ -319,11 +318,4 @@ class PoseModule(pl.LightningModule):
         return {
             "optimizer": optimizer,
             "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
-        }
-
-    def pca_errors(self, keypoints: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Per-keypoint PCA reprojection errors (frame pixels) for metrics."""
-        return {
-            name: pca_reprojection_error(pca.to(keypoints.device), keypoints)
-            for name, pca in self.pcas.items()
         }

@@ -28,6 +28,7 @@ import pandas as pd
 
 from lpray.config import config_from_dict, save_config
 from lpray.io.storage import atomic_write, join
+from lpray.losses.registry import list_losses
 from lpray.tune.space import SweepSpec, label_name, sweep_from_dict, with_values
 from lpray.tune.store import (
     REPORT,
@@ -69,7 +70,8 @@ def flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def loss_setting(config: dict[str, Any]) -> str:
     """Which unsupervised losses a config switches on: ``supervised``, ``temporal+pca_singleview``."""
     losses = config["losses"]
-    active = [n for n in ("temporal", "pca_singleview", "pca_multiview") if losses[n]["weight"] > 0]
+    # a config written before a loss was registered has no section for it: off
+    active = [n for n in list_losses() if losses.get(n, {}).get("weight", 0) > 0]
     return "+".join(active) or "supervised"
 
 
