@@ -408,7 +408,7 @@ def main() -> None:
             v for n, v in bounds[min(args.members)].items() if not n.endswith("_s")
         ) * min(args.members)
         predicts = []
-        for variant, flags in (("graphs", []), ("nographs", ["--no-cuda-graphs"])):
+        for variant, flags in (("graphs", ["--cuda-graphs"]), ("nographs", [])):
             predict = predict_command(member, video, work / "out-predict", env, flags)
             predict["variant"] = variant
             predict["network_bound_fps"] = network_fps

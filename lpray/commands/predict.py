@@ -35,10 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the network (about a minute once; faster on long videos)",
     )
     parser.add_argument(
-        "--no-cuda-graphs",
-        dest="cuda_graphs",
-        action="store_false",
-        help="run the network eagerly on a GPU instead of replaying a CUDA graph per chunk",
+        "--cuda-graphs",
+        action="store_true",
+        help="on a GPU, replay the network's pass over each chunk from one CUDA graph (captured once)",
     )
     add_format_argument(parser)
     parser.add_argument(

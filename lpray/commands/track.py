@@ -71,10 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the members (about a minute once per worker; faster on corpora)",
     )
     parser.add_argument(
-        "--no-cuda-graphs",
-        dest="cuda_graphs",
-        action="store_false",
-        help="run the members eagerly on a GPU instead of replaying one CUDA graph per chunk",
+        "--cuda-graphs",
+        action="store_true",
+        help="on a GPU, replay the members' pass over each chunk from one CUDA graph (captured once)",
     )
     parser.add_argument(
         "--precision", default="auto", choices=list(PRECISIONS), help="auto = bf16 on a GPU"

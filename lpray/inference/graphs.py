@@ -75,7 +75,7 @@ class ChunkPasses:
         cuda_graphs: replay CUDA graphs where the members are on a GPU.
     """
 
-    def __init__(self, networks: Sequence[PoseNetwork], cuda_graphs: bool = True) -> None:
+    def __init__(self, networks: Sequence[PoseNetwork], cuda_graphs: bool = False) -> None:
         self.networks = list(networks)
         self.cuda_graphs = cuda_graphs and all(n.device.type == "cuda" for n in self.networks)
         self._graphs: dict[tuple, _Graph] = {}

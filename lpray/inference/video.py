@@ -71,7 +71,7 @@ def predict_video(
     chunk_size: int | None = None,
     decoders: int | None = None,
     formats: Sequence[str] = DEFAULT_FORMATS,
-    cuda_graphs: bool = True,
+    cuda_graphs: bool = False,
 ) -> dict[str, float]:
     """Predict every frame; write ``<stem>.<format>`` for each format and ``<stem>.metrics.csv``
     (``cuda_graphs``: see :class:`~lpray.inference.graphs.ChunkPasses`).

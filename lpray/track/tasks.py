@@ -70,7 +70,7 @@ class TrackSettings:
     segment_frames: int = 20_000
     compile: bool = False
     precision: str = "auto"
-    cuda_graphs: bool = True
+    cuda_graphs: bool = False
     overlay: str = "strip"
     strip_frames: int = 6
     formats: tuple[str, ...] = DEFAULT_FORMATS
