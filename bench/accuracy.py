@@ -28,6 +28,7 @@ from lpray.config import load_config  # noqa: E402
 from lpray.data.synthetic import load_synthetic_project, load_truth  # noqa: E402
 from lpray.inference.network import load_network  # noqa: E402
 from lpray.inference.video import predict_video_arrays  # noqa: E402
+from lpray.io.layout import ModelDir  # noqa: E402
 from lpray.train.fit import train  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def run(dataset: str, mode: str, seed: int, args: argparse.Namespace, out: Path)
     cfg = load_config(setting["config"], [*overrides, *args.override])  # user overrides win
     started = time.perf_counter()
     model_dir = train(cfg)
-    summary = json.loads((model_dir / "summary.json").read_text())
+    summary = json.loads(ModelDir(model_dir).summary.read_text())
     row = {
         "dataset": dataset,
         "mode": mode,
@@ -102,7 +103,7 @@ def run(dataset: str, mode: str, seed: int, args: argparse.Namespace, out: Path)
     }
     import pandas as pd
 
-    last = pd.read_csv(model_dir / "metrics.csv").iloc[-1]
+    last = pd.read_csv(ModelDir(model_dir).metrics).iloc[-1]
     row.update({k: float(v) for k, v in last.items() if str(k).startswith("train/")})
     if dataset == "synthetic":
         row.update(video_error(model_dir, Path(cfg.data.synthetic_dir)))

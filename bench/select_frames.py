@@ -37,6 +37,7 @@ from lpray.config import load_config  # noqa: E402
 from lpray.data.synthetic import SyntheticSpec, load_truth, make_synthetic_project  # noqa: E402
 from lpray.inference.network import load_network  # noqa: E402
 from lpray.inference.video import predict_video_arrays  # noqa: E402
+from lpray.io.layout import ModelDir  # noqa: E402
 from lpray.io.tables import arrays_to_table, read_pose_csv, table_to_arrays, write_pose_csv  # noqa: E402
 from lpray.select import extraction, picking  # noqa: E402
 from lpray.select.merge import merge_labels  # noqa: E402
@@ -85,7 +86,7 @@ def member_steps(model_dir: Path) -> int:
     """Training steps behind a model's best checkpoint (its epoch log)."""
     import pandas as pd
 
-    epochs = pd.read_csv(model_dir / "metrics.csv")
+    epochs = pd.read_csv(ModelDir(model_dir).metrics)
     best = epochs.loc[epochs["val_pixel_error"].idxmin()]
     return int(best["step"])
 
@@ -252,7 +253,7 @@ def main() -> None:
     members = []
     for k in range(args.members):
         member = out / "base" / f"member-{k}"
-        if args.reuse_base and (member / "checkpoints" / "best.ckpt").is_file():
+        if args.reuse_base and ModelDir(member).best_checkpoint.is_file():
             members.append(member)  # a member cut short: its best checkpoint so far
             continue
         model, seconds = fit(args, base_root, member, k, args.epochs)
@@ -300,7 +301,7 @@ def main() -> None:
                 merged = merge_labels(root, folder)
                 assert len(merged.added) == args.n, (method, len(merged.added))
             model_dir = out / "models" / f"{method}-{seed}"
-            if args.finished_only and not (model_dir / "summary.json").is_file():
+            if args.finished_only and not ModelDir(model_dir).summary.is_file():
                 missing.append(f"{method}-{seed}")
                 continue
             # a finished model of the same labels and config is reused (a rerun adds methods)

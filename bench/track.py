@@ -84,20 +84,18 @@ def make_ensemble(work: Path, members: int, backbone: str, size: int) -> Path:
 
     from lpray.config import config_from_dict, save_config
     from lpray.inference.network import random_network, save_checkpoint
+    from lpray.io.layout import ModelDir
 
     folder = work / f"ensemble-{backbone}-{size}-k{members}"
     cfg = config_from_dict({"data": {"image_size": [size, size]}, "model": {"backbone": backbone}})
     for k in range(members):
-        model_dir = folder / f"member-{k}"
-        if (model_dir / "checkpoints" / "best.ckpt").exists():
+        paths = ModelDir(folder / f"member-{k}")
+        if paths.best_checkpoint.exists():
             continue
         torch.manual_seed(k)
-        (model_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-        save_config(cfg, model_dir / "config.yaml")
-        save_checkpoint(
-            random_network(cfg, KEYPOINTS, "cpu", fold=False),
-            model_dir / "checkpoints" / "best.ckpt",
-        )
+        paths.checkpoints.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, paths.config)
+        save_checkpoint(random_network(cfg, KEYPOINTS, "cpu", fold=False), paths.best_checkpoint)
     return folder
 
 

@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, machine, print_table, write_json  # noqa: E402
 
 from lpray.config import config_from_dict  # noqa: E402
+from lpray.io.layout import ModelDir  # noqa: E402
 
 SEMI_LOSSES = {
     "temporal": {"weight": 1e-3},
@@ -112,7 +113,7 @@ def run_config(base: dict[str, Any], work: Path, name: str, epochs: int) -> dict
 
 def epoch_rates(model_dir: Path) -> tuple[list[float], list[float]]:
     """Per-epoch labeled and unlabeled frames/s from a model directory's metrics.csv."""
-    metrics = pd.read_csv(model_dir / "metrics.csv").sort_values("epoch")
+    metrics = pd.read_csv(ModelDir(model_dir).metrics).sort_values("epoch")
     return (
         metrics["labeled_frames_per_second"].tolist(),
         metrics["unlabeled_frames_per_second"].tolist(),

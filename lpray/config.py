@@ -10,24 +10,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from lpray.configkit import ConfigError as ConfigError
+from lpray.configkit import apply_overrides, build, errors_in, load_mapping, require
 from lpray.data.augment_spec import list_augment_presets
 from lpray.data.reader_registry import list_backends
-from lpray.errors import UserError
 from lpray.losses.registry import get_loss, list_losses
 
 log = logging.getLogger(__name__)
-
-
-class ConfigError(UserError, ValueError):
-    """A config file or override that does not describe a valid run; the message names the key."""
 
 
 @dataclass
@@ -188,93 +183,13 @@ class Config:
 
 
 # --------------------------------------------------------------------------------------------
-# Loading: dict -> dataclasses, with a key path in every error.
-
-
-def _type_name(tp: Any) -> str:
-    special = {bool: "true/false", type(None): "null"}  # as YAML spells them
-    if tp in special:
-        return special[tp]
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _coerce(value: Any, tp: Any, key: str) -> Any:
-    """Check ``value`` against the annotation ``tp``; return it converted (int -> float etc.)."""
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        # bool is an int in Python; try the exact kinds first so 75 stays an int for int|float.
-        for option in sorted((a for a in args if a is not type(None)), key=lambda a: a is float):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError as err:
-                errors.append(str(err))
-        names = " or ".join(_type_name(a) for a in args)
-        raise ConfigError(f"{key}: expected {names}, got {value!r}")
-    if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
-        return value
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a section (mapping), got {value!r}")
-        return _build(tp, value, key)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
-        return value
-    raise ConfigError(f"{key}: unsupported type {tp}")  # pragma: no cover - programming error
-
-
-def _build(cls: type, values: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
-    if unknown:
-        where = f"{prefix}." if prefix else ""
-        raise ConfigError(
-            f"unknown config key {where}{unknown[0]} (valid keys in "
-            f"{prefix or 'the top level'}: {', '.join(sorted(names))})"
-        )
-    kwargs = {
-        name: _coerce(value, hints[name], f"{prefix}.{name}" if prefix else name)
-        for name, value in values.items()
-    }
-    return cls(**kwargs)
+# Checks and loading (the machinery: lpray.configkit)
 
 
 def _check(cfg: Config) -> None:
     """Value checks that types cannot express; each error names its key."""
 
-    def need(ok: bool, key: str, message: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key}: {message}")
+    need = require
 
     d, m, lo, t = cfg.data, cfg.model, cfg.losses, cfg.training
     need(
@@ -390,67 +305,23 @@ def _resolve_pretrained(cfg: Config) -> None:
 def config_from_dict(values: dict[str, Any] | None) -> Config:
     """Build and validate a :class:`Config` from nested plain values (e.g. parsed YAML), with
     ``model.pretrained`` resolved when unset (:func:`_resolve_pretrained`)."""
-    cfg = _build(Config, values or {})
+    cfg = build(Config, values or {})
     _check(cfg)
     _resolve_pretrained(cfg)
     return cfg
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """Split ``section.key=value`` into the key path and the YAML-parsed value."""
-    if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected section.key=value")
-    key, raw = text.split("=", 1)
-    if not key or any(not part for part in key.split(".")):
-        raise ConfigError(f"override {text!r}: empty key")
-    try:
-        value = yaml.safe_load(raw) if raw != "" else ""
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override {text!r}: value is not valid YAML ({err})") from err
-    return key.split("."), value
-
-
-def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Return a copy of nested ``values`` with each ``a.b.c=value`` override set."""
-    import copy
-
-    result = copy.deepcopy(values)
-    for text in overrides:
-        path, value = parse_override(text)
-        node = result
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"override {text!r}: {part} is not a section")
-            node = child
-        node[path[-1]] = value
-    return result
-
-
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
     """Load a YAML config (or the defaults when ``path`` is None) and apply overrides.
+
+    ``path`` may be a URL (the config a pipeline stage stored in a bucket).
 
     Raises:
         ConfigError: naming the file and key of the first problem found.
     """
-    values: dict[str, Any] = {}
-    if path is not None:
-        from lpray.io.storage import exists, is_local, read_text
-
-        # a local path, or a URL (the config a pipeline stage stored in a bucket)
-        path = Path(path) if is_local(path) else str(path)
-        if not (path.is_file() if isinstance(path, Path) else exists(path)):
-            raise FileNotFoundError(f"{path}: config file not found")
-        try:
-            values = yaml.safe_load(read_text(path)) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from err
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: top level must be a mapping of sections")
-    try:
+    values = load_mapping(path, "config", "a mapping of sections") if path is not None else {}
+    with errors_in(path):
         return config_from_dict(apply_overrides(values, overrides or []))
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}" if path is not None else str(err)) from None
 
 
 def save_config(cfg: Config, path: str | Path) -> None:

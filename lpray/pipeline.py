@@ -48,7 +48,15 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from lpray.config import ConfigError, _build, apply_overrides, load_config, save_config
+from lpray.config import load_config, save_config
+from lpray.configkit import (
+    ConfigError,
+    apply_overrides,
+    build,
+    check,
+    errors_in,
+    load_mapping,
+)
 from lpray.errors import UserError
 from lpray.io.storage import atomic_write, exists, is_local, join, local_path, makedirs, read_text
 
@@ -66,12 +74,16 @@ class StageError(UserError, RuntimeError):
     """A stage that produced nothing the next stage can use (every member failed, ...)."""
 
 
+# Field checks (lpray.configkit.check): build refuses these values, naming the key.
+_AT_LEAST_ONE = check(lambda n: n >= 1, "must be >= 1, got {value}")
+
+
 @dataclass
 class EnsembleSettings:
-    seeds: int = 3
+    seeds: int = field(default=3, metadata=_AT_LEAST_ONE)
     cpus_per_member: float = 1.0
     gpus_per_member: float | None = None  # None: one GPU per member when the cluster has GPUs
-    workers: int = 1
+    workers: int = field(default=1, metadata=_AT_LEAST_ONE)
     vary_labels: bool = False
     max_retries: int = 2
 
@@ -129,14 +141,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
         PipelineError: naming the file and key of the first problem.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pipeline file not found")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise PipelineError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(values, dict):
-        raise PipelineError(f"{path}: top level must be a mapping ({', '.join(SECTIONS)})")
+    values = load_mapping(path, "pipeline", f"a mapping ({', '.join(SECTIONS)})", PipelineError)
     pipeline_overrides, sweep_overrides, config_overrides = [], [], []
     for text in overrides or []:
         key = text.split("=", 1)[0]
@@ -147,7 +152,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
             pipeline_overrides.append(text)
         else:
             config_overrides.append(text)
-    try:
+    with errors_in(path, PipelineError):
         values = apply_overrides(values, pipeline_overrides)
         unknown = sorted(set(values) - set(SECTIONS))
         if unknown:
@@ -159,9 +164,7 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None) -> Pipel
                 values.pop(section, None)
         if values.get("overrides") is None:
             values.pop("overrides", None)
-        spec = _build(PipelineSpec, values)
-    except ConfigError as err:
-        raise PipelineError(f"{path}: {err}") from None
+        spec = build(PipelineSpec, values)
     base = path.resolve().parent
     if spec.config is not None:
         spec.config = str((base / spec.config).resolve())
@@ -192,10 +195,6 @@ def check_pipeline(spec: PipelineSpec, where: str | Path) -> None:
         fail(f"sweep: sweep file {spec.sweep} not found")
     if spec.sweep is None and spec.sweep_overrides:
         fail(f"sweep overrides {spec.sweep_overrides} given but sweep is null")
-    if spec.ensemble.seeds < 1:
-        fail(f"ensemble.seeds: must be >= 1, got {spec.ensemble.seeds}")
-    if spec.ensemble.workers < 1:
-        fail(f"ensemble.workers: must be >= 1, got {spec.ensemble.workers}")
     if spec.track.videos is not None and not spec.track.videos:
         fail("track.videos: empty list (give globs, or null for the synthetic test videos)")
     try:
@@ -224,10 +223,8 @@ def load_sweep_spec(spec: PipelineSpec, extra: list[str] | None = None) -> Any:
         return load_sweep(spec.sweep, overrides)
     values = {k: v for k, v in spec.sweep.items()}
     values["sweep"] = {"name": "sweep", **(values.get("sweep") or {})}
-    try:
+    with errors_in("sweep (inline)", SweepError):
         return sweep_from_dict(apply_overrides(values, overrides))
-    except ConfigError as err:
-        raise SweepError(f"sweep (inline): {err}") from None
 
 
 def at(run_dir: Path | str, *parts: str) -> Path | str:

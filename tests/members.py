@@ -17,6 +17,7 @@ import torch
 
 from lpray.config import config_from_dict, save_config
 from lpray.inference.network import random_network, save_checkpoint
+from lpray.io.layout import ModelDir
 
 
 def make_member(
@@ -50,9 +51,10 @@ def make_member(
                 module.running_var.uniform_(0.5, 2.0)
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.normal_(0.0, 0.1)
-    (model_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    save_config(cfg, model_dir / "config.yaml")
-    save_checkpoint(network, model_dir / "checkpoints" / "best.ckpt")
+    paths = ModelDir(model_dir)
+    paths.checkpoints.mkdir(parents=True, exist_ok=True)
+    save_config(cfg, paths.config)
+    save_checkpoint(network, paths.best_checkpoint)
     return model_dir
 
 

@@ -16,6 +16,7 @@ from PIL import Image
 
 from lpray.config import config_from_dict
 from lpray.data.labeled import read_labeled_frames
+from lpray.io.layout import ModelDir
 from lpray.io.tables import keypoint_names, read_pose_csv, table_to_arrays
 
 try:
@@ -118,7 +119,7 @@ def test_dlc_project_converts_and_trains(tiny_project, tmp_path):
     values = tiny_config(out, tmp_path / "model", training={"max_epochs": 1})
     values["data"]["keypoints"] = names
     model_dir = train(config_from_dict(values))
-    assert (model_dir / "checkpoints" / "best.ckpt").is_file()
+    assert ModelDir(model_dir).best_checkpoint.is_file()
 
 
 def test_multi_animal_dlc_project_is_refused_and_nothing_written(tiny_project, tmp_path):

@@ -23,6 +23,7 @@ from conftest import tensorboard_scalars, tiny_config
 
 from lpray.config import config_from_dict
 from lpray.data.labeled import read_labeled_frames
+from lpray.io.layout import ModelDir
 from lpray.train.data import prepare_data
 from lpray.train.distributed import storage_and_filesystem, train_distributed
 
@@ -145,11 +146,11 @@ def check_model_dir(model_dir: Path, epochs: int) -> pd.DataFrame:
         "labeled_predictions.csv",
     ):
         assert (model_dir / name).is_file(), name
-    metrics = pd.read_csv(model_dir / "metrics.csv")
+    metrics = pd.read_csv(ModelDir(model_dir).metrics)
     assert list(metrics["epoch"]) == list(range(epochs))
     assert np.isfinite(metrics["val_pixel_error"]).all()
     assert (metrics["labeled_frames_per_second"] > 0).all()
-    steps = pd.read_csv(model_dir / "logs" / "metrics.csv")
+    steps = pd.read_csv(ModelDir(model_dir).step_log)
     assert steps["step"].is_unique and steps["step"].is_monotonic_increasing
     assert steps["step"].iloc[-1] == metrics["step"].iloc[-1]
     return metrics
@@ -214,9 +215,9 @@ def test_two_workers_fsspec_storage_and_disjoint_shards(fsspec_run: dict[str, An
         for file in ("checkpoint.ckpt", "steps.csv", "epochs.csv", "tb"):
             assert (run_folder / name / file).exists(), (name, file)
     pd.testing.assert_frame_equal(
-        pd.read_csv(run_folder / "metrics.csv"), pd.read_csv(model_dir / "metrics.csv")
+        pd.read_csv(ModelDir(run_folder).metrics), pd.read_csv(ModelDir(model_dir).metrics)
     )
-    assert json.loads((run_folder / "summary.json").read_text())["test_pixel_error"] > 0
+    assert json.loads(ModelDir(run_folder).summary.read_text())["test_pixel_error"] > 0
 
     records = read_records(root / "first")
     bundle = prepare_data(config_from_dict(fsspec_run["values"]))
@@ -242,7 +243,7 @@ def test_continued_run_survives_a_killed_worker(fsspec_run: dict[str, Any]) -> N
     epoch 2's checkpoint, and every epoch is reported exactly once."""
     root, values = fsspec_run["root"], dict(fsspec_run["values"])
     values["training"] = {**values["training"], "max_epochs": 4}
-    first = pd.read_csv(fsspec_run["model_dir"] / "metrics.csv")
+    first = pd.read_csv(ModelDir(fsspec_run["model_dir"]).metrics)
     marker = root / "killed"
     model_dir = train_distributed(
         config_from_dict(values),
@@ -267,7 +268,7 @@ def test_continued_run_survives_a_killed_worker(fsspec_run: dict[str, Any]) -> N
     retry = records[~records["pid"].isin(first_pids)]
     assert sorted(set(retry["rank"])) == [0, 1]
     assert set(retry["epoch"]) == {3}  # restarted from epoch 2's checkpoint
-    summary = json.loads((model_dir / "summary.json").read_text())
+    summary = json.loads(ModelDir(model_dir).summary.read_text())
     assert summary["train_steps"] == metrics["step"].iloc[3] - metrics["step"].iloc[1]
 
 
@@ -341,7 +342,7 @@ def test_two_workers_follow_one_worker_with_double_batch(
         storage_path=str(tmp_path / "storage"),
         callbacks=[FreezeBatchNorm()],
     )
-    steps = pd.read_csv(model_dir / "logs" / "metrics.csv")
+    steps = pd.read_csv(ModelDir(model_dir).step_log)
     assert list(steps["step"]) == [1, 2, 3, 4]
     two_workers = steps["train_loss"].to_numpy()
     values["training"]["batch_size"] = 8
@@ -397,7 +398,7 @@ def test_retention_keeps_latest_and_best_and_recovery_resumes_from_latest(
     assert sorted(set(records.loc[records["pid"] == killed, "epoch"])) == [0, 1, 2, 3]
     retry = records[records["pid"] != killed]
     assert sorted(set(retry["epoch"])) == [3, 4]  # resumed from the latest (epoch 2), not best
-    steps = pd.read_csv(model_dir / "logs" / "metrics.csv")
+    steps = pd.read_csv(ModelDir(model_dir).step_log)
     assert sorted(set(steps["epoch"])) == [0, 1, 2, 3, 4]
 
     # TensorBoard: every step's loss once (the killed attempt's epoch-3 steps are not there),

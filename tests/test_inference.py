@@ -19,6 +19,7 @@ from lpray.data.warp import warp_normalise
 from lpray.inference.decode import decode_heatmaps
 from lpray.inference.engine import predict_range
 from lpray.inference.network import load_network, map_points
+from lpray.io.layout import ModelDir
 from lpray.models.coordinates import soft_argmax
 
 try:
@@ -103,7 +104,7 @@ def reference_keypoints(model_dir, video: str) -> tuple[np.ndarray, np.ndarray]:
     window of neighbours through the labeled-frame path, the differentiable soft-argmax."""
     from lpray.train.module import PoseModule
 
-    saved = torch.load(model_dir / "checkpoints" / "best.ckpt", weights_only=True)
+    saved = torch.load(ModelDir(model_dir).best_checkpoint, weights_only=True)
     hyper = saved["hyper_parameters"]
     module = PoseModule(hyper["config"], hyper["keypoint_names"])
     module.load_state_dict(saved["state_dict"])

@@ -26,6 +26,8 @@ import pytest
 import yaml
 from conftest import tiny_config
 
+from lpray.io.layout import ModelDir
+
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
@@ -156,11 +158,11 @@ def test_job_submit_trains_a_model(head_node: str, tiny_project: Path, tmp_path:
     assert [job.status for job in jobs] == [JobStatus.SUCCEEDED], output[-4000:]
 
     # The model directory is complete and its numbers are the run's.
-    metrics = pd.read_csv(model_dir / "metrics.csv")
+    metrics = pd.read_csv(ModelDir(model_dir).metrics)
     assert list(metrics["epoch"]) == [0, 1]
     for name in ("checkpoints/best.ckpt", "checkpoints/last.ckpt", "logs/metrics.csv"):
         assert (model_dir / name).is_file(), name
-    summary = json.loads((model_dir / "summary.json").read_text())
+    summary = json.loads(ModelDir(model_dir).summary.read_text())
     assert summary["best_val_pixel_error"] == pytest.approx(metrics["val_pixel_error"].min())
     assert summary["train_steps"] == metrics["step"].iloc[-1] > 0
     # Checkpoints and metrics are on storage too, under the run named after the model directory.
@@ -169,5 +171,5 @@ def test_job_submit_trains_a_model(head_node: str, tiny_project: Path, tmp_path:
     best = int(metrics.loc[metrics["val_pixel_error"].idxmin(), "epoch"])
     kept = sorted(p.name for p in run.glob("epoch_*"))
     assert kept == sorted({f"epoch_{best:05d}", "epoch_00001"})
-    pd.testing.assert_frame_equal(pd.read_csv(run / "metrics.csv"), metrics)
+    pd.testing.assert_frame_equal(pd.read_csv(ModelDir(run).metrics), metrics)
     assert f"model directory: {model_dir}" in output  # the driver's own report reached the CLI

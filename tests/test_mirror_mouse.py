@@ -12,6 +12,7 @@ from lpray.config import load_config
 from lpray.data.labeled import read_labeled_frames
 from lpray.inference.network import load_network
 from lpray.inference.video import predict_video
+from lpray.io.layout import ModelDir
 from lpray.io.tables import read_pose_csv, table_to_arrays
 from lpray.train.data import fit_loss_states, prepare_data
 from lpray.train.fit import train
@@ -56,7 +57,7 @@ def test_trains_a_few_steps_and_predicts_the_video(mirror_mouse, tmp_path):
         "training.accelerator=cpu",
     )
     model_dir = train(cfg)
-    summary = json.loads((model_dir / "summary.json").read_text())
+    summary = json.loads(ModelDir(model_dir).summary.read_text())
     assert summary["train_steps"] == 2 and summary["n_test_frames"] == 9
     trained = load_network(model_dir, "cpu")
     video = mirror_mouse / "videos" / "test_vid.mp4"

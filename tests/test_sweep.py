@@ -31,6 +31,7 @@ from PIL import Image
 from lpray import cli
 from lpray.config import config_from_dict, load_config
 from lpray.data.labeled import read_labeled_frames, split_frames
+from lpray.io.layout import ModelDir
 from lpray.tune.cleanup import placement_groups_path, read_placement_groups
 from lpray.tune.space import SweepError, sweep_from_dict
 from lpray.tune.store import read_all_epoch_logs
@@ -382,7 +383,7 @@ def test_best_config_per_label_count_loads_and_trains(resumed_sweep: dict, tmp_p
         assert cfg.data.train_frames == (None if label == "all" else int(label))
     cfg = load_config(path, ["training.max_epochs=1", f"training.output_dir={tmp_path / 'best'}"])
     model_dir = train(cfg)
-    summary = json.loads((model_dir / "summary.json").read_text())
+    summary = json.loads(ModelDir(model_dir).summary.read_text())
     assert math.isfinite(summary["test_pixel_error"])
 
 

@@ -13,6 +13,7 @@ from conftest import tensorboard_scalars, tiny_config
 from lpray import cli
 from lpray.config import config_from_dict
 from lpray.data.synthetic import load_synthetic_project, load_truth
+from lpray.io.layout import ModelDir
 from lpray.io.tables import keypoint_names, read_pose_csv, read_pose_parquet, table_to_arrays
 from lpray.train.fit import train
 
@@ -43,15 +44,15 @@ def test_model_directory_is_complete(trained, tiny_project):
         "labels_vs_predictions.png",
     ):
         assert (trained / name).is_file(), name
-    metrics = pd.read_csv(trained / "metrics.csv")
+    metrics = pd.read_csv(ModelDir(trained).metrics)
     assert list(metrics["epoch"]) == [0, 1]
     assert np.isfinite(metrics["val_pixel_error"]).all()
-    summary = json.loads((trained / "summary.json").read_text())
+    summary = json.loads(ModelDir(trained).summary.read_text())
     assert summary["train_steps"] == 2 * int(np.ceil(summary["n_train_frames"] / 8))
     assert summary["test_pixel_error"] > 0
     assert summary["best_val_pixel_error"] == pytest.approx(metrics["val_pixel_error"].min())
     # The unsupervised losses really ran: the step log holds their values.
-    steps = pd.read_csv(trained / "logs" / "metrics.csv")
+    steps = pd.read_csv(ModelDir(trained).step_log)
     for name in ("train/temporal", "train/pca_singleview", "train/supervised"):
         assert steps[name].notna().any(), name
     assert (steps["train/pca_singleview"].dropna() >= 0).all()
@@ -62,14 +63,14 @@ def test_tensorboard_events_hold_the_logged_values(trained):
     """MODEL_DIR/tb holds the step log's training loss and each epoch's validation pixel error
     as TensorBoard scalars, the very values the CSV logs hold."""
     scalars = tensorboard_scalars(trained / "tb")
-    steps = pd.read_csv(trained / "logs" / "metrics.csv")
+    steps = pd.read_csv(ModelDir(trained).step_log)
     logged = steps.dropna(subset=["train_loss"])
     assert len(logged) >= 2
     np.testing.assert_allclose(
         [v for _, v in scalars["train_loss"]], logged["train_loss"], rtol=1e-6
     )
     assert [s for s, _ in scalars["train_loss"]] == list(logged["step"])
-    epochs = pd.read_csv(trained / "metrics.csv")
+    epochs = pd.read_csv(ModelDir(trained).metrics)
     np.testing.assert_allclose(
         [v for _, v in scalars["val_pixel_error"]], epochs["val_pixel_error"], rtol=1e-6
     )
@@ -80,8 +81,8 @@ def test_tensorboard_events_hold_the_logged_values(trained):
 def test_best_checkpoint_holds_weights_and_last_the_resume_state(trained):
     import torch  # noqa: PLC0415
 
-    best = torch.load(trained / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)
-    last = torch.load(trained / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    best = torch.load(ModelDir(trained).best_checkpoint, map_location="cpu", weights_only=False)
+    last = torch.load(ModelDir(trained).last_checkpoint, map_location="cpu", weights_only=False)
     assert "optimizer_states" not in best and best["state_dict"]
     assert last["optimizer_states"] and last["epoch"] == 1  # the final epoch, always written
 
@@ -199,9 +200,9 @@ def test_rerun_resumes_and_continues_for_more_epochs(trained, tiny_project):
     cfg = config_from_dict(tiny_config(tiny_project, trained, losses=SEMI, training=training))
     with pytest.warns(UserWarning, match="cuda_graphs ignored: it needs a CUDA device"):
         train(cfg)
-    metrics = pd.read_csv(trained / "metrics.csv")
+    metrics = pd.read_csv(ModelDir(trained).metrics)
     assert list(metrics["epoch"]) == [0, 1, 2]  # epochs 0-1 kept, not re-run; epoch 2 added
-    summary = json.loads((trained / "summary.json").read_text())
+    summary = json.loads(ModelDir(trained).summary.read_text())
     assert summary["train_steps"] == int(
         np.ceil(summary["n_train_frames"] / 8)
     )  # only the new epoch
@@ -229,9 +230,9 @@ def test_step_logs_are_made_only_on_the_steps_lightning_writes(tiny_project, tmp
 
     with mock.patch.object(PoseModule, "_log_step", counting):
         model_dir = train(cfg)
-    logs = pd.read_csv(model_dir / "logs" / "metrics.csv")
+    logs = pd.read_csv(ModelDir(model_dir).step_log)
     written = logs.dropna(subset=["train_loss"])
-    steps = json.loads((model_dir / "summary.json").read_text())["train_steps"]
+    steps = json.loads(ModelDir(model_dir).summary.read_text())["train_steps"]
     assert steps >= 6
     assert calls == [s for s in range(steps) if (s + 1) % 2 == 0]
     assert list(written["step"]) == calls

@@ -24,6 +24,7 @@ from conftest import tiny_config
 from lpray import cli
 from lpray.data.video import PyAVReader, VideoError, probe_video, validate_video
 from lpray.errors import UserError
+from lpray.io.layout import ModelDir
 from lpray.io.tables import arrays_to_table, keypoint_names, read_pose_csv, write_pose_csv
 
 CSV = "CollectedData.csv"
@@ -79,8 +80,8 @@ def finished(tiny_project: Path, tmp_path_factory: pytest.TempPathFactory) -> di
         yaml.safe_dump(tiny_config(tiny_project, model_dir, training={"max_epochs": 1}))
     )
     assert cli.main(["-q", "train", str(config)]) == 0
-    assert (model_dir / "summary.json").is_file()
-    assert (model_dir / "lpray_fingerprint.json").is_file()
+    assert ModelDir(model_dir).summary.is_file()
+    assert ModelDir(model_dir).fingerprint.is_file()
     return {"root": root, "model_dir": model_dir, "config": config}
 
 
@@ -218,9 +219,9 @@ def test_other_valid_dataset_is_refused_then_replaced_with_overwrite(
 
     code, out, err = run_cli([*args, "--overwrite", "-q"], capsys)
     assert code == 0, err
-    fingerprint = json.loads((model_dir / "lpray_fingerprint.json").read_text())
+    fingerprint = json.loads(ModelDir(model_dir).fingerprint.read_text())
     assert fingerprint["labels"]["file"] == str(project / CSV)
-    summary = json.loads((model_dir / "summary.json").read_text())
+    summary = json.loads(ModelDir(model_dir).summary.read_text())
     assert summary["train_steps"] > 0
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".model.lpray")]
 
@@ -552,7 +553,7 @@ def test_distributed_overwrite_replaces_the_model_and_its_ray_run(
         config_from_dict(values), num_workers=1, cpus_per_worker=0.5, storage_path=str(storage)
     )
     old_run = snapshot(storage / "model")
-    assert old_run and (model_dir / "summary.json").is_file()
+    assert old_run and ModelDir(model_dir).summary.is_file()
 
     project = copy_project(tiny_project, tmp_path / "project")
     edit_labels(project, lambda lines: lines[:-3])
@@ -581,9 +582,9 @@ def test_distributed_overwrite_replaces_the_model_and_its_ray_run(
         storage_path=str(storage),
         overwrite=True,
     )
-    fingerprint = json.loads((model_dir / "lpray_fingerprint.json").read_text())
+    fingerprint = json.loads(ModelDir(model_dir).fingerprint.read_text())
     assert fingerprint["labels"]["file"] == str(project / CSV)
-    summary = json.loads((model_dir / "summary.json").read_text())
+    summary = json.loads(ModelDir(model_dir).summary.read_text())
     assert summary["train_steps"] > 0  # trained afresh, not resumed from the old run
     assert snapshot(storage / "model") != old_run
     leftovers = [p.name for p in [*tmp_path.iterdir(), *storage.iterdir()] if "lpray-" in p.name]

@@ -39,6 +39,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from lpray.io.layout import ModelDir
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path[:0] = [str(HERE), str(HERE.parent)]  # peer_config beside this file, bench/common
@@ -353,7 +355,7 @@ def run_lpray(
             ),
             f"lpray train seed {seed}",
         )
-        summary = json.loads((model_dir / "summary.json").read_text())
+        summary = json.loads(ModelDir(model_dir).summary.read_text())
         error = test_pixel_error(model_dir / "labeled_predictions.csv", labels_csv, split["test"])
         runs.append(
             {

@@ -61,13 +61,14 @@ def run(args: argparse.Namespace) -> int:
     # Only the inference layer: no Lightning or training code (import time is start-up time).
     from lpray.inference.network import load_network
     from lpray.inference.video import predict_video
-    from lpray.io.storage import expand, join, local_copy, local_file
+    from lpray.io.layout import ModelDir
+    from lpray.io.storage import expand, local_copy, local_file
 
     # a model directory or videos on an object store are read from local copies
     network = load_network(
         local_copy(args.model_dir), args.device, compile=args.compile, precision=args.precision
     )
-    out_dir = args.out or join(args.model_dir, "predictions")
+    out_dir = args.out or ModelDir(str(args.model_dir)).predictions
     for path in expand(args.inputs):
         if path.endswith(".csv"):
             from lpray.data.labeled import read_labeled_frames

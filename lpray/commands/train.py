@@ -52,6 +52,7 @@ def split_config_and_overrides(args: argparse.Namespace) -> tuple[str | None, li
 
 def run(args: argparse.Namespace) -> int:
     from lpray.config import load_config
+    from lpray.io.layout import ModelDir
 
     config, overrides = split_config_and_overrides(args)
     cfg = load_config(config, overrides)
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         from lpray.train.fit import train
 
         model_dir = train(cfg, overwrite=args.overwrite)
-    summary = json.loads((model_dir / "summary.json").read_text())
+    summary = json.loads(ModelDir(model_dir).summary.read_text())
     print(f"model directory: {model_dir}")
     for key in (
         "best_val_pixel_error",

@@ -17,6 +17,7 @@ from typing import Any
 
 from lpray.config import Config, load_config
 from lpray.ensemble.members import MEMBER_PREFIX, MemberSpec, same_config
+from lpray.io.layout import ModelDir
 from lpray.io.storage import atomic_write, exists, join, read_text
 
 MANIFEST_NAME = "ensemble.json"
@@ -34,7 +35,7 @@ METRIC_KEYS = (
 
 def member_metrics(model_dir: Path | str) -> dict[str, Any] | None:
     """The member's headline metrics, or None when training has not finished (no summary)."""
-    path = join(str(model_dir), "summary.json")
+    path = ModelDir(str(model_dir)).summary
     if not exists(path):
         return None
     summary = json.loads(read_text(path))
@@ -50,7 +51,7 @@ def is_finished(member: MemberSpec, cfg: Config) -> bool:
     if member_metrics(member.model_dir) is None:
         return False
     try:
-        return same_config(load_config(join(str(member.model_dir), "config.yaml")), cfg)
+        return same_config(load_config(ModelDir(str(member.model_dir)).config), cfg)
     except (OSError, ValueError):
         return False
 
@@ -110,7 +111,8 @@ class TrainedMember:
 
 
 def _has_checkpoint(model_dir: Path) -> bool:
-    return any((model_dir / "checkpoints" / f"{n}.ckpt").is_file() for n in ("best", "last"))
+    paths = ModelDir(model_dir)
+    return paths.best_checkpoint.is_file() or paths.last_checkpoint.is_file()
 
 
 def trained_members(path: str | Path) -> list[TrainedMember]:

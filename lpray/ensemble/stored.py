@@ -23,6 +23,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from lpray.io import layout
+from lpray.io.layout import SUMMARY, ModelDir
 from lpray.io.storage import (
     download_tree,
     exists,
@@ -35,10 +37,9 @@ from lpray.io.storage import (
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "summary.json"
 # What decides whether a new run may write into a member folder (lpray.train.model_dir), small.
-RECORDS = ("config.yaml", "lpray_fingerprint.json", SUMMARY)
-CHECKPOINTS = ("checkpoints/last.ckpt", "checkpoints/best.ckpt")
+RECORDS = (layout.CONFIG, layout.FINGERPRINT, SUMMARY)
+CHECKPOINTS = (layout.LAST_CHECKPOINT, layout.BEST_CHECKPOINT)
 
 
 def staging_dir(url: str) -> Path:
@@ -59,7 +60,7 @@ def prepare_staging(url: str, overwrite: bool) -> Path:
     local = staging_dir(url)
     if overwrite:
         shutil.rmtree(local, ignore_errors=True)
-    elif not (local / SUMMARY).is_file() and stored_files(url):
+    elif not ModelDir(local).summary.is_file() and stored_files(url):
         shutil.rmtree(local, ignore_errors=True)
         download_tree(url, local)
         log.info("%s: resuming from its stored files", url)
@@ -76,7 +77,7 @@ def publish(local: Path, url: str) -> None:
     the fingerprint lead, so a folder whose upload was cut short still says what it was trained
     on (a rerun resumes from it instead of refusing checkpoints of unknown inputs).
     """
-    remove(join(url, SUMMARY))
+    remove(ModelDir(url).summary)
     ours = {p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file()}
     for stale in sorted(set(stored_files(url)) - ours):
         remove(join(url, stale))

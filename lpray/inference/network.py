@@ -23,6 +23,7 @@ from torch import nn
 
 from lpray.config import Config, config_from_dict
 from lpray.inference.decode import decode_heatmaps
+from lpray.io.layout import ModelDir
 from lpray.losses.registry import states_from_dict
 from lpray.models.coordinates import heatmap_to_image
 from lpray.models.fold import fold_batchnorm
@@ -194,10 +195,11 @@ def compile_shared(networks: Sequence[PoseNetwork], backend: str = "inductor") -
 
 def checkpoint_path(model_dir: Path, checkpoint: str = "best") -> Path:
     """``MODEL_DIR/checkpoints/{checkpoint}.ckpt``, else ``last.ckpt``."""
-    path = model_dir / "checkpoints" / f"{checkpoint}.ckpt"
+    paths = ModelDir(model_dir)
+    path = paths.checkpoint(checkpoint)
     if path.exists():
         return path
-    fallback = model_dir / "checkpoints" / "last.ckpt"
+    fallback = paths.last_checkpoint
     if fallback.exists():
         return fallback
     raise FileNotFoundError(

@@ -17,17 +17,10 @@ from typing import IO
 
 import fsspec
 
+from lpray.io import layout
 
-def is_local(path: str | os.PathLike) -> bool:
-    """True for plain paths and ``file://`` URLs."""
-    text = str(path)
-    return "://" not in text or text.startswith("file://")
-
-
-def local_path(path: str | os.PathLike) -> Path:
-    """The local filesystem path of a plain path or ``file://`` URL."""
-    text = str(path)
-    return Path(text[len("file://") :] if text.startswith("file://") else text)
+# re-exported: the pure path helpers are in lpray.io.paths (no I/O there, so layouts can use them)
+from lpray.io.paths import is_local, join, local_path  # noqa: F401
 
 
 def filesystem(path: str | os.PathLike) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -136,12 +129,6 @@ def makedirs(path: str | os.PathLike) -> None:
     fs.makedirs(inner, exist_ok=True)
 
 
-def join(base: str | os.PathLike, *parts: str) -> str:
-    """Join path parts with ``/``, keeping a URL scheme intact."""
-    text = str(base).rstrip("/")
-    return "/".join([text, *[p.strip("/") for p in parts]])
-
-
 def expand(patterns: list[str] | tuple[str, ...]) -> list[str]:
     """Expand globs on local or remote paths; keep order, drop duplicates.
 
@@ -212,16 +199,12 @@ def local_file(path: str) -> Iterator[str]:
 # What prediction does not need from a model directory stays in storage: the resume checkpoint
 # (where best.ckpt exists; ~3x its size, with the optimizer state), the logs, and the Ray Train
 # runs of an ensemble's multi-worker members (OUT/ray/, every kept epoch checkpoint).
-_RESUME_CHECKPOINT = "checkpoints/last.ckpt"
-_LOG_FOLDERS = frozenset({"logs", "tb", "ray"})
-
-
 def _needed_for_prediction(relative: str, with_best: set[str]) -> bool:
     parts = relative.split("/")
-    if _LOG_FOLDERS & set(parts[:-1]):
+    if layout.LOG_FOLDERS & set(parts[:-1]):
         return False
-    if relative.endswith(_RESUME_CHECKPOINT):
-        return relative[: -len(_RESUME_CHECKPOINT)] not in with_best
+    if relative.endswith(layout.LAST_CHECKPOINT):
+        return relative[: -len(layout.LAST_CHECKPOINT)] not in with_best
     return True
 
 
@@ -255,7 +238,7 @@ def local_copy(path: str | os.PathLike, cache: str | os.PathLike | None = None) 
     if not listing:
         raise FileNotFoundError(f"{path}: nothing stored there (a model or ensemble folder?)")
     with_best = {
-        r[: -len("checkpoints/best.ckpt")] for r in listing if r.endswith("checkpoints/best.ckpt")
+        r[: -len(layout.BEST_CHECKPOINT)] for r in listing if r.endswith(layout.BEST_CHECKPOINT)
     }
     wanted = sorted(r for r in listing if _needed_for_prediction(r, with_best))
     stamp = hashlib.sha1(str(path).encode())

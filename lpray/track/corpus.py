@@ -45,6 +45,7 @@ from tqdm.auto import tqdm
 
 from lpray.data.video import VideoError
 from lpray.ensemble.manifest import trained_members
+from lpray.io.layout import ModelDir
 from lpray.io.storage import expand, is_local, join, local_copy, local_path
 from lpray.raywork import describe_error, task_exception, task_options
 from lpray.track.manifest import (
@@ -118,7 +119,7 @@ def model_view_groups(model_dir: Path) -> list[list[str]]:
     from lpray.config import load_config
     from lpray.data.synthetic import load_synthetic_project
 
-    cfg = load_config(model_dir / "config.yaml")
+    cfg = load_config(ModelDir(model_dir).config)
     if cfg.data.view_groups is not None:
         return [list(g) for g in cfg.data.view_groups]
     root = Path(cfg.data.synthetic_dir if cfg.data.root == "synthetic" else cfg.data.root)

@@ -39,6 +39,8 @@ from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy, Stra
 
 from lpray.config import Config, config_from_dict, save_config
 from lpray.errors import UserError
+from lpray.io import layout
+from lpray.io.layout import ModelDir
 from lpray.io.storage import exists, is_local, join, local_path
 from lpray.raywork import ensure_ray, worker_env
 from lpray.train.fit import ThroughputMeter, build_module, plan_run, report_finished, write_summary
@@ -57,9 +59,6 @@ TENSORBOARD_NAME = "tb"
 SCORE_METRIC = "val_pixel_error"
 # Longest wait for the controller to register an epoch's checkpoint before training goes on.
 COMMIT_TIMEOUT_S = 300.0
-# Exported next to the model directory's metrics.csv, where the single-process trainer's
-# CSVLogger writes its step log.
-STEP_LOG_EXPORT = Path("logs") / "metrics.csv"
 
 
 # -- Lightning under Ray Train ------------------------------------------------------------------
@@ -587,7 +586,7 @@ def _fit_distributed(
         callbacks=callbacks,
     )
     model_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, model_dir / "config.yaml")
+    save_config(cfg, ModelDir(model_dir).config)
     write_fingerprint(model_dir, record)
     started_at = time.time()
     started = time.perf_counter()
@@ -665,13 +664,13 @@ def export_result(
 
     from lpray.io.storage import atomic_write
 
-    checkpoints = model_dir / "checkpoints"
+    paths = ModelDir(model_dir)
     pairs = list(result.best_checkpoints or [])
     scored = [p for p in pairs if p[1].get(SCORE_METRIC) is not None]
     if scored:
         best = min(scored, key=lambda p: p[1][SCORE_METRIC])[0]
         with best.as_directory() as folder:
-            _copy_files(Path(folder), {CHECKPOINT_NAME: checkpoints / "best.ckpt"})
+            _copy_files(Path(folder), {CHECKPOINT_NAME: paths.best_checkpoint})
     rows: list[dict[str, Any]] = []
     if result.checkpoint is not None:
         # one download of the latest checkpoint (storage may be remote) for everything in it
@@ -680,19 +679,20 @@ def export_result(
             _copy_files(
                 latest,
                 {
-                    CHECKPOINT_NAME: checkpoints / "last.ckpt",
-                    STEP_LOG_NAME: model_dir / STEP_LOG_EXPORT,
+                    CHECKPOINT_NAME: paths.last_checkpoint,
+                    # where the single-process trainer's CSVLogger writes its step log
+                    STEP_LOG_NAME: paths.step_log,
                 },
             )
-            _copy_folder(latest / TENSORBOARD_NAME, model_dir / TENSORBOARD_NAME)
+            _copy_folder(latest / TENSORBOARD_NAME, paths.tensorboard)
             # Every epoch's metrics: the latest checkpoint's epoch log is complete whatever
             # retention deleted; a run of older checkpoints without one has Ray's rows only.
             rows = read_epoch_log(latest)
         if not scored:
-            shutil.copyfile(checkpoints / "last.ckpt", checkpoints / "best.ckpt")
+            shutil.copyfile(paths.last_checkpoint, paths.best_checkpoint)
     rows = sorted(rows, key=lambda r: (r.get("epoch", 0), r.get("step", 0)))
     rows = rows or reported_metrics(result)
-    with atomic_write(model_dir / "metrics.csv", "w") as handle:
+    with atomic_write(paths.metrics, "w") as handle:
         pd.DataFrame(rows).to_csv(handle, index=False)
     new = [r for r in rows if r.get("reported_at", 0.0) >= started_at]
     before = [r for r in rows if r.get("reported_at", 0.0) < started_at]
@@ -701,6 +701,6 @@ def export_result(
     write_summary(
         cfg, bundle, model_dir, seconds, steps, float(rates.median()) if len(rates) else None
     )
-    with open(model_dir / "ray_run.json", "w") as handle:
+    with open(paths.ray_run, "w") as handle:
         json.dump({"path": str(result.path), "epochs_reported": [r["epoch"] for r in rows]}, handle)
-    _upload(result, model_dir, ["metrics.csv", "summary.json"])
+    _upload(result, model_dir, [layout.METRICS, layout.SUMMARY])

@@ -30,6 +30,8 @@ import torch
 from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from lpray.config import Config, save_config
+from lpray.io import layout
+from lpray.io.layout import ModelDir
 from lpray.io.storage import atomic_write
 from lpray.train.data import (
     DataBundle,
@@ -125,9 +127,10 @@ def make_trainer(
     cfg: Config, model_dir: Path, callbacks: list[Callback], **overrides: Any
 ) -> pl.Trainer:
     t = cfg.training
+    paths = ModelDir(model_dir)
     best = ModelCheckpoint(
-        dirpath=model_dir / "checkpoints",
-        filename="best",
+        dirpath=paths.checkpoints,
+        filename=layout.BEST,
         monitor="val_pixel_error",
         mode="min",
         save_top_k=1,
@@ -138,7 +141,7 @@ def make_trainer(
     )
     # "last" is a callback of its own (ModelCheckpoint's save_last only follows the monitored
     # saves): a rerun resumes after the last epoch it wrote.
-    last = LastCheckpoint(model_dir / "checkpoints" / "last.ckpt", t.last_checkpoint_every_s)
+    last = LastCheckpoint(paths.last_checkpoint, t.last_checkpoint_every_s)
     kwargs: dict[str, Any] = dict(
         max_epochs=t.max_epochs,
         accelerator=t.accelerator,
@@ -148,9 +151,9 @@ def make_trainer(
         # The CSV step log, and the same scalars as TensorBoard events in MODEL_DIR/tb (watch a
         # run live with `tensorboard --logdir MODEL_DIR`).
         logger=[
-            pl.loggers.CSVLogger(str(model_dir), name="logs", version=""),
+            pl.loggers.CSVLogger(str(model_dir), name=layout.LOGS, version=""),
             pl.loggers.TensorBoardLogger(
-                str(model_dir), name="tb", version="", default_hp_metric=False
+                str(model_dir), name=layout.TENSORBOARD, version="", default_hp_metric=False
             ),
         ],
         log_every_n_steps=t.log_every_n_steps,
@@ -235,11 +238,12 @@ def _fit(cfg: Config, bundle: DataBundle, record: dict[str, Any], model_dir: Pat
     pl.seed_everything(cfg.training.seed, workers=True)
     module = build_module(cfg, bundle)
     model_dir.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, model_dir / "config.yaml")
+    paths = ModelDir(model_dir)
+    save_config(cfg, paths.config)
     write_fingerprint(model_dir, record)
     context = module.model.context
     meter = ThroughputMeter()
-    trainer = make_trainer(cfg, model_dir, [meter, EpochMetricsWriter(model_dir / "metrics.csv")])
+    trainer = make_trainer(cfg, model_dir, [meter, EpochMetricsWriter(paths.metrics)])
     device = "cuda" if trainer.accelerator.__class__.__name__.startswith("CUDA") else "cpu"
     train_loader = make_train_loader(cfg, bundle, context, device=device)
     val_loader = labeled_loader(
@@ -249,7 +253,7 @@ def _fit(cfg: Config, bundle: DataBundle, record: dict[str, Any], model_dir: Pat
         False,
         context,
     )
-    last = model_dir / "checkpoints" / "last.ckpt"
+    last = paths.last_checkpoint
     started = time.perf_counter()
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.exists() else None)
     train_seconds = time.perf_counter() - started
@@ -290,13 +294,14 @@ def write_summary(
         summary[f"{name}_pixel_error_per_keypoint"] = result.per_keypoint
         shown = result  # the last held-out split (test if any) is the one saved and plotted
     if shown is not None:
-        shown.save(model_dir)
-    metrics_path = model_dir / "metrics.csv"
+        shown.save(model_dir, prefix=layout.LABELED_PREFIX)
+    paths = ModelDir(model_dir)
+    metrics_path = paths.metrics
     if metrics_path.exists():
         import pandas as pd
 
         errors = pd.read_csv(metrics_path).get("val_pixel_error")
         summary["best_val_pixel_error"] = float(errors.min()) if errors is not None else None
-    with atomic_write(model_dir / "summary.json", "w") as handle:
+    with atomic_write(paths.summary, "w") as handle:
         json.dump(summary, handle, indent=2)
     return summary

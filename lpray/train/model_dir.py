@@ -30,16 +30,14 @@ from typing import Any
 
 from lpray.config import Config, load_config
 from lpray.errors import UserError
+from lpray.io.layout import MARKERS, ModelDir
 from lpray.io.storage import atomic_write, replace_folder
 
 log = logging.getLogger(__name__)
 
-FINGERPRINT_NAME = "lpray_fingerprint.json"
 FORMAT = "lpray-model-fingerprint"
 # data keys that say where the inputs are, not what they are (their contents are hashed instead)
 LOCATION_KEYS = ("root", "synthetic_dir", "csv_file", "split_file", "video_backend")
-# files whose presence makes a folder a model directory
-MARKERS = ("config.yaml", FINGERPRINT_NAME, "checkpoints/last.ckpt", "checkpoints/best.ckpt")
 
 
 class ModelDirError(UserError, ValueError):
@@ -91,7 +89,7 @@ def fingerprint(cfg: Config, bundle: Any) -> dict[str, Any]:
 
 
 def is_model_dir(path: Path) -> bool:
-    return any((path / marker).is_file() for marker in MARKERS)
+    return any(ModelDir(path).path(marker).is_file() for marker in MARKERS)
 
 
 def _flat(values: Any, prefix: str = "") -> dict[str, Any]:
@@ -134,7 +132,7 @@ def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
 
 def _read_fingerprint(model_dir: Path) -> dict[str, Any] | None:
-    path = model_dir / FINGERPRINT_NAME
+    path = ModelDir(model_dir).fingerprint
     if not path.is_file():
         return None
     try:
@@ -151,10 +149,11 @@ def _read_fingerprint(model_dir: Path) -> dict[str, Any] | None:
 
 def _trained_epochs(model_dir: Path) -> int | None:
     """``training.max_epochs`` of the finished run in ``model_dir`` (None: not finished)."""
-    if not (model_dir / "summary.json").is_file():
+    layout = ModelDir(model_dir)
+    if not layout.summary.is_file():
         return None
     try:
-        return load_config(model_dir / "config.yaml").training.max_epochs
+        return load_config(layout.config).training.max_epochs
     except (OSError, ValueError):
         return None
 
@@ -178,15 +177,15 @@ def check_model_dir(model_dir: Path, cfg: Config, new: dict[str, Any]) -> str:
         "complete); to keep it, train into another folder (training.output_dir=...)"
     )
     old = _read_fingerprint(model_dir)
+    config = ModelDir(model_dir).config
     if old is not None:
         found = differences(old, new)
-    elif (model_dir / "config.yaml").is_file():
+    elif config.is_file():
         try:
-            saved = load_config(model_dir / "config.yaml").to_dict()
+            saved = load_config(config).to_dict()
         except (OSError, ValueError) as err:
             raise ModelDirError(
-                f"{model_dir / 'config.yaml'}: unreadable ({err}), so this model's inputs are "
-                f"unknown; {how}"
+                f"{config}: unreadable ({err}), so this model's inputs are unknown; {how}"
             ) from None
         found = config_differences(comparable_sections(saved), new["config"])
     else:
@@ -207,7 +206,7 @@ def check_model_dir(model_dir: Path, cfg: Config, new: dict[str, Any]) -> str:
 
 
 def write_fingerprint(model_dir: Path, record: dict[str, Any]) -> None:
-    with atomic_write(model_dir / FINGERPRINT_NAME, "w") as handle:
+    with atomic_write(ModelDir(model_dir).fingerprint, "w") as handle:
         json.dump(record, handle, indent=2)
 
 

@@ -27,9 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
-from lpray.config import Config, ConfigError, _build, config_from_dict
+from lpray.config import Config, config_from_dict
+from lpray.configkit import (
+    ConfigError,
+    apply_overrides,
+    build,
+    check,
+    errors_in,
+    load_mapping,
+    require,
+)
 
 KINDS = ("loguniform", "uniform", "choice", "grid")
 LABEL_KEY = "data.train_frames"
@@ -40,40 +47,57 @@ class SweepError(ConfigError):
     """A sweep file that does not describe a valid sweep; the message names the key."""
 
 
+# Field checks (lpray.configkit.check): build refuses these values, naming the key.
+_AT_LEAST_ONE = check(lambda n: n >= 1, "must be >= 1")
+_NOT_NEGATIVE = check(lambda n: n >= 0, "must be >= 0")
+
+
 @dataclass
 class Resources:
     """What one trial takes: a Ray Train run of ``workers`` workers plus a tiny driver."""
 
-    workers: int = 1
-    cpus_per_worker: float = 1.0
+    workers: int = field(default=1, metadata=_AT_LEAST_ONE)
+    cpus_per_worker: float = field(default=1.0, metadata=check(lambda c: c > 0, "must be > 0"))
     # Fractions (0.5, 0.25) pack several small trials onto one GPU.
-    gpus_per_worker: float = 0.0
+    gpus_per_worker: float = field(default=0.0, metadata=_NOT_NEGATIVE)
     # The trial's driver only waits on its Train run: a sliver of a CPU is enough.
-    trial_cpus: float = 0.01
+    trial_cpus: float = field(default=0.01, metadata=_NOT_NEGATIVE)
 
 
 @dataclass
 class AshaSettings:
     """Asynchronous successive halving: stop the worst trials at epochs grace * rf^k."""
 
-    grace_period: int = 1
-    reduction_factor: float = 2.0
+    grace_period: int = field(default=1, metadata=_AT_LEAST_ONE)
+    reduction_factor: float = field(default=2.0, metadata=check(lambda r: r > 1, "must be > 1"))
 
 
 @dataclass
 class SweepSettings:
-    name: str = "sweep"
+    name: str = field(
+        default="sweep",
+        metadata=check(lambda n: bool(n) and "/" not in n, "must be a folder name, got {value!r}"),
+    )
     storage_path: str = "outputs/sweeps"  # local folder, s3://, gs:// or any fsspec URL
-    num_samples: int = 8  # trials per grid cell (total = num_samples x grid cells)
+    # trials per grid cell (total = num_samples x grid cells)
+    num_samples: int = field(
+        default=8, metadata=check(lambda n: n >= 1, "must be >= 1 (got {value}: zero trials)")
+    )
     search: Literal["optuna", "random", "grid"] = "optuna"
     scheduler: Literal["asha", "fifo"] = "asha"
-    metric: str = "val_pixel_error"
+    metric: str = field(
+        default="val_pixel_error",
+        metadata=check(bool, "must name a reported metric, e.g. val_pixel_error"),
+    )
     mode: Literal["min", "max"] = "min"
-    max_concurrent_trials: int = 2
-    grid_points: int = 3  # search=grid: points per loguniform/uniform range
-    n_startup_trials: int = 4  # optuna: random trials per grid cell before TPE takes over
+    max_concurrent_trials: int = field(default=2, metadata=_AT_LEAST_ONE)
+    # search=grid: points per loguniform/uniform range
+    grid_points: int = field(default=3, metadata=_AT_LEAST_ONE)
+    # optuna: random trials per grid cell before TPE takes over
+    n_startup_trials: int = field(default=4, metadata=_AT_LEAST_ONE)
     seed: int = 0
-    max_failures: int = 1  # Ray Train worker-group restarts inside one trial
+    # Ray Train worker-group restarts inside one trial
+    max_failures: int = field(default=1, metadata=_NOT_NEGATIVE)
     resources: Resources = field(default_factory=Resources)
     asha: AshaSettings = field(default_factory=AshaSettings)
 
@@ -157,25 +181,14 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> SweepSpe
     The default ``sweep.name`` is the file's stem. Raises :class:`SweepError` naming the file and
     key of the first problem (config-dependent checks are in :func:`validate_sweep`).
     """
-    from lpray.config import apply_overrides
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: sweep file not found")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise SweepError(f"{path}: not valid YAML ({err})") from err
-    if not isinstance(values, dict):
-        raise SweepError(f"{path}: top level must be a mapping with 'sweep' and 'parameters'")
+    values = load_mapping(path, "sweep", "a mapping with 'sweep' and 'parameters'", SweepError)
     if values.get("sweep") is None:
         values["sweep"] = {}
     if isinstance(values["sweep"], dict):
         values["sweep"].setdefault("name", path.stem)
-    try:
+    with errors_in(path, SweepError):
         return sweep_from_dict(apply_overrides(values, overrides or []))
-    except ConfigError as err:
-        raise SweepError(f"{path}: {err}") from None
 
 
 def sweep_from_dict(values: dict[str, Any]) -> SweepSpec:
@@ -183,10 +196,8 @@ def sweep_from_dict(values: dict[str, Any]) -> SweepSpec:
     unknown = sorted(set(values) - {"sweep", "parameters"})
     if unknown:
         raise SweepError(f"unknown section {unknown[0]!r} (valid: sweep, parameters)")
-    try:
-        settings = _build(SweepSettings, values.get("sweep") or {}, "sweep")
-    except ConfigError as err:
-        raise SweepError(str(err)) from None
+    with errors_in(None, SweepError):
+        settings = build(SweepSettings, values.get("sweep") or {}, "sweep")
     raw_params = values.get("parameters") or {}
     if not isinstance(raw_params, dict):
         raise SweepError("parameters: expected a mapping of config keys to search spaces")
@@ -259,34 +270,19 @@ def config_field_type(key: str) -> Any:
 
 
 def check_settings(spec: SweepSpec) -> None:
-    """Checks of the settings alone (no config needed); each error names its key."""
-    s, r = spec.settings, spec.settings.resources
+    """Checks across settings and parameters (each setting's own check is on its field, run by
+    :func:`lpray.configkit.build`); each error names its key."""
+    r = spec.settings.resources
 
     def need(ok: bool, key: str, message: str) -> None:
-        if not ok:
-            raise SweepError(f"{key}: {message}")
+        require(ok, key, message, SweepError)
 
-    need(
-        s.num_samples >= 1, "sweep.num_samples", f"must be >= 1 (got {s.num_samples}: zero trials)"
-    )
-    need(bool(s.name) and "/" not in s.name, "sweep.name", f"must be a folder name, got {s.name!r}")
-    need(bool(s.metric), "sweep.metric", "must name a reported metric, e.g. val_pixel_error")
-    need(s.max_concurrent_trials >= 1, "sweep.max_concurrent_trials", "must be >= 1")
-    need(s.grid_points >= 1, "sweep.grid_points", "must be >= 1")
-    need(s.n_startup_trials >= 1, "sweep.n_startup_trials", "must be >= 1")
-    need(s.max_failures >= 0, "sweep.max_failures", "must be >= 0")
-    need(r.workers >= 1, "sweep.resources.workers", "must be >= 1")
-    need(r.cpus_per_worker > 0, "sweep.resources.cpus_per_worker", "must be > 0")
-    need(r.gpus_per_worker >= 0, "sweep.resources.gpus_per_worker", "must be >= 0")
-    need(r.trial_cpus >= 0, "sweep.resources.trial_cpus", "must be >= 0")
     need(
         r.gpus_per_worker >= 1 or r.gpus_per_worker == 0 or r.workers == 1,
         "sweep.resources.gpus_per_worker",
         f"a fraction ({r.gpus_per_worker}) with {r.workers} workers would put several NCCL ranks "
         "of one trial on one GPU; pack single-worker trials instead",
     )
-    need(s.asha.grace_period >= 1, "sweep.asha.grace_period", "must be >= 1")
-    need(s.asha.reduction_factor > 1, "sweep.asha.reduction_factor", "must be > 1")
     need(bool(spec.params), "parameters", "empty: name at least one config key to sweep")
     keys = [p.key for p in spec.params]
     need(len(set(keys)) == len(keys), "parameters", "a key is listed twice")
