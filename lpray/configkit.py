@@ -144,6 +144,9 @@ def require(ok: bool, key: str, message: str, error: type[ConfigError] = ConfigE
 
 
 def _type_name(tp: Any) -> str:
+    special = {bool: "true/false", type(None): "null"}  # as YAML spells them
+    if tp in special:
+        return special[tp]
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
