@@ -409,10 +409,10 @@ def lightning_profile(
         with_augment_on(GPU_CONFIG, "device"), work, f"profile-{label}", args.epochs
     )
     values["training"]["cuda_graphs"] = args.cuda_graphs
-    make_trainer = fit.make_trainer
+    build_trainer = fit.build_trainer
 
-    def patched(cfg, model_dir, callbacks, **kw):  # noqa: ANN001, ANN202
-        return make_trainer(cfg, model_dir, [*callbacks, Window()], **kw)
+    def patched(cfg, model_dir, callbacks=(), **kw):  # noqa: ANN001, ANN202
+        return build_trainer(cfg, model_dir, callbacks=[*callbacks, Window()], **kw)
 
     from lpray.train.module import PoseModule
 
@@ -426,7 +426,7 @@ def lightning_profile(
         return log(self, *a, **k)
 
     with (
-        mock.patch.object(fit, "make_trainer", patched),
+        mock.patch.object(fit, "build_trainer", patched),
         mock.patch.object(fit, "write_summary", lambda *a, **k: {}),
         mock.patch.object(PoseModule, "log", throttled if args.throttle_logging else log),
     ):

@@ -6,12 +6,12 @@ CUDA GPU): a 1-worker, 1-GPU Ray Train run vs :func:`lpray.train.fit.train`, the
 single-process trainer, on the same data and config (ResNet-50, 256x256, bf16-mixed, batch 32,
 temporal + pose-PCA losses); the Ray overhead is ``1 - ray / plain`` frames/s (goal: < 5%).
 
-Both sides are timed by the same meter, :class:`lpray.train.distributed.EpochThroughput`: labeled
+Both sides are timed by the same meter, :class:`lpray.train.callbacks.EpochThroughput`: labeled
 and unlabeled frames of the whole job per second of each epoch's training loop, data loading and
 video decoding included, validation and checkpointing excluded. (For the plain trainer the bench
-swaps fit's ``ThroughputMeter`` for it, its subclass; nothing else about ``train`` changes.) A
-figure is the median over the epochs after the first (warm-up) and over ``--repeats`` runs; each
-run also states its wall time, Ray start-up and checkpoint export included.
+swaps the trainer builder's ``ThroughputMeter`` for it, its subclass; nothing else about ``train``
+changes.) A figure is the median over the epochs after the first (warm-up) and over ``--repeats``
+runs; each run also states its wall time, Ray start-up and checkpoint export included.
 
 Results: bench/results/train_cpu.json or train_gpu.json (with the machine), and a table.
 
@@ -135,10 +135,10 @@ def ray_run(values: dict[str, Any], workers: int, cpus: float, gpus: float) -> P
 
 def plain_run(values: dict[str, Any]) -> Path:
     """``lpray.train.fit.train`` itself, timed by the Ray workers' epoch meter."""
-    from lpray.train import fit
-    from lpray.train.distributed import EpochThroughput
+    from lpray.train import fit, trainer
+    from lpray.train.callbacks import EpochThroughput
 
-    with mock.patch.object(fit, "ThroughputMeter", EpochThroughput):
+    with mock.patch.object(trainer, "ThroughputMeter", EpochThroughput):
         return fit.train(config_from_dict(values))
 
 
@@ -425,9 +425,9 @@ def profile_plain_run(work: Path, epochs: int) -> Path:
 
     out = RESULTS
     profiler = SimpleProfiler(dirpath=str(out), filename="train_gpu_profile")
-    make_trainer = fit.make_trainer
+    build_trainer = fit.build_trainer
     with mock.patch.object(
-        fit, "make_trainer", lambda *a, **k: make_trainer(*a, **k, profiler=profiler)
+        fit, "build_trainer", lambda *a, **k: build_trainer(*a, **k, profiler=profiler)
     ):
         plain_run(run_config(with_augment_on(GPU_CONFIG, "device"), work, "gpu-profile", epochs))
     return out / "fit-train_gpu_profile.txt"

@@ -128,7 +128,7 @@ class _FakeTrainer:
 def test_last_checkpoint_is_written_per_interval_and_after_the_final_epoch(
     tmp_path, every_s, expected
 ):
-    from lpray.train.fit import LastCheckpoint  # noqa: PLC0415
+    from lpray.train.callbacks import LastCheckpoint  # noqa: PLC0415
 
     path = tmp_path / "last.ckpt"
     callback, trainer = LastCheckpoint(path, every_s), _FakeTrainer(max_epochs=5)

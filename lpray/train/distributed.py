@@ -33,9 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import pytorch_lightning as pl
-import torch
-from pytorch_lightning.plugins.environments import LightningEnvironment
-from pytorch_lightning.strategies import DDPStrategy, SingleDeviceStrategy, Strategy
 
 from lpray.config import Config, config_from_dict, save_config
 from lpray.errors import UserError
@@ -43,247 +40,18 @@ from lpray.io import layout
 from lpray.io.layout import ModelDir
 from lpray.io.storage import exists, is_local, join, local_path
 from lpray.raywork import ensure_ray, worker_env
-from lpray.train.fit import ThroughputMeter, build_module, plan_run, report_finished, write_summary
+from lpray.train.callbacks import (
+    CHECKPOINT_NAME,
+    SCORE_METRIC,
+    STEP_LOG_NAME,
+    TENSORBOARD_NAME,
+    read_epoch_log,
+)
+from lpray.train.fit import build_module, plan_run, report_finished, write_summary
 from lpray.train.model_dir import ModelDirError, discard, staging_dir, swap_in, write_fingerprint
+from lpray.train.trainer import RayWorker, build_trainer
 
 log = logging.getLogger(__name__)
-
-CHECKPOINT_NAME = "checkpoint.ckpt"
-STEP_LOG_NAME = "steps.csv"
-# Every epoch's metrics so far, saved in each checkpoint: with checkpoint retention Ray's own
-# record of reported metrics keeps only the retained checkpoints' rows.
-EPOCH_LOG_NAME = "epochs.csv"
-# Rank 0's TensorBoard event files, saved in each checkpoint like the step log.
-TENSORBOARD_NAME = "tb"
-# The metric checkpoints are ranked by (the module logs it after each validation).
-SCORE_METRIC = "val_pixel_error"
-# Longest wait for the controller to register an epoch's checkpoint before training goes on.
-COMMIT_TIMEOUT_S = 300.0
-
-
-# -- Lightning under Ray Train ------------------------------------------------------------------
-# Ray's own RayDDPStrategy / RayLightningEnvironment / RayTrainReportCallback subclass
-# ``lightning.pytorch`` whenever the ``lightning`` package is installed (the GPU image has both it
-# and ``pytorch_lightning``), and lpray's module and trainer are ``pytorch_lightning`` classes: the
-# two hierarchies do not mix. These few lines are the same logic on lpray's side.
-
-
-class RayEnvironment(LightningEnvironment):
-    """Ranks and world size come from the Ray Train context (Ray started the processes)."""
-
-    @property
-    def creates_processes_externally(self) -> bool:
-        return True
-
-    def world_size(self) -> int:
-        import ray.train
-
-        return ray.train.get_context().get_world_size()
-
-    def global_rank(self) -> int:
-        import ray.train
-
-        return ray.train.get_context().get_world_rank()
-
-    def local_rank(self) -> int:
-        import ray.train
-
-        return ray.train.get_context().get_local_rank()
-
-    def node_rank(self) -> int:
-        import ray.train
-
-        return ray.train.get_context().get_node_rank()
-
-    def set_world_size(self, size: int) -> None:
-        """Ignored: the Ray Train context is the source of truth."""
-
-    def set_global_rank(self, rank: int) -> None:
-        """Ignored: the Ray Train context is the source of truth."""
-
-    def teardown(self) -> None:
-        """Ray Train owns the process group; nothing to undo here."""
-
-
-class RayDDP(DDPStrategy):
-    """DDP on the process group Ray Train already initialised, on the device Ray assigned."""
-
-    @property
-    def root_device(self) -> torch.device:
-        import ray.train.torch
-
-        return ray.train.torch.get_device()
-
-    @property
-    def distributed_sampler_kwargs(self) -> dict[str, int]:
-        return {"num_replicas": self.world_size, "rank": self.global_rank}
-
-
-def worker_strategy(world_size: int, device: torch.device, find_unused: bool) -> Strategy:
-    """DDP across several workers; one worker trains on its device without a DDP wrapper.
-
-    With one rank, DDP would only add gradient-bucket all-reduces and an extra module wrapper per
-    step (measured on one H100: part of Ray Train's overhead over the plain trainer).
-    """
-    if world_size == 1:
-        return SingleDeviceStrategy(device=device)
-    return RayDDP(find_unused_parameters=find_unused)
-
-
-def scalar_metrics(trainer: pl.Trainer) -> dict[str, float]:
-    """The trainer's current one-number metrics as floats (what Ray and CSV files can hold)."""
-    return {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-
-
-class EpochThroughput(ThroughputMeter):
-    """Adds each epoch's labeled and unlabeled frames/s, summed over all ranks, to the metrics.
-
-    The clock runs from the epoch's start to its last training batch, so data loading and video
-    decoding count (most of the cost on CPU) and validation and checkpointing do not. The rate is
-    all ranks' frames over the slowest rank's time: what the whole job achieves. (The parent's
-    totals, which time the training step alone, stay available for the single-process summary.)
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.epoch_labeled = 0
-        self.epoch_unlabeled = 0
-        self.epoch_seconds = 0.0
-        self._epoch_start = 0.0
-
-    def on_train_epoch_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self.epoch_labeled, self.epoch_unlabeled, self.epoch_seconds = 0, 0, 0.0
-        self._epoch_start = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
-        super().on_train_batch_end(trainer, module, outputs, batch, idx)
-        labeled = batch["labeled"] if "labeled" in batch else batch
-        self.epoch_labeled += int(labeled["image"].shape[0])
-        if batch.get("unlabeled") is not None:
-            self.epoch_unlabeled += int(batch["unlabeled"]["frames"].shape[:2].numel())
-        self.epoch_seconds = time.perf_counter() - self._epoch_start
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        counts = torch.tensor([self.epoch_labeled, self.epoch_unlabeled], dtype=torch.float64)
-        seconds = torch.tensor([self.epoch_seconds], dtype=torch.float64)
-        if trainer.world_size > 1:
-            counts = module.all_gather(counts.to(module.device)).sum(0).cpu()
-            seconds = module.all_gather(seconds.to(module.device)).max().reshape(1).cpu()
-        rate = counts / seconds.clamp(min=1e-9)
-        trainer.callback_metrics["labeled_frames_per_second"] = rate[0].float()
-        trainer.callback_metrics["unlabeled_frames_per_second"] = rate[1].float()
-
-
-class StepLog(pl.Callback):
-    """Per-step training metrics (every ``log_every_n_steps``), kept on rank 0.
-
-    The log is saved inside every checkpoint, so it reaches the run's storage with it and a restart
-    continues the log of the checkpoint it resumes from (steps after it are not double-counted).
-    """
-
-    def __init__(self, rows: list[dict[str, float]] | None = None) -> None:
-        self.rows = list(rows or [])
-
-    @classmethod
-    def from_checkpoint_folder(cls, folder: Path | None) -> StepLog:
-        """The log saved with a checkpoint (empty for a fresh run or an old checkpoint)."""
-        import pandas as pd
-
-        path = folder / STEP_LOG_NAME if folder is not None else None
-        if path is None or not path.is_file():
-            return cls()
-        return cls(pd.read_csv(path).to_dict("records"))
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
-        if not trainer.is_global_zero or trainer.global_step % trainer.log_every_n_steps:
-            return
-        metrics = {k: v for k, v in scalar_metrics(trainer).items() if k.startswith("train")}
-        self.rows.append({"epoch": trainer.current_epoch, "step": trainer.global_step, **metrics})
-
-    def write(self, path: Path) -> None:
-        import pandas as pd
-
-        pd.DataFrame(self.rows).to_csv(path, index=False)
-
-
-def read_epoch_log(folder: Path | None) -> list[dict[str, Any]]:
-    """The per-epoch metrics saved with a checkpoint ([] for a fresh run or an old checkpoint)."""
-    import pandas as pd
-
-    path = folder / EPOCH_LOG_NAME if folder is not None else None
-    if path is None or not path.is_file():
-        return []
-    return pd.read_csv(path).to_dict("records")
-
-
-class ReportCheckpoint(pl.Callback):
-    """Every epoch: save one Lightning checkpoint (+ step log, epoch log, TensorBoard events) and
-    report it with the metrics.
-
-    Every rank calls ``save_checkpoint`` (it is collective) and ``ray.train.report`` (a barrier);
-    only rank 0 attaches the folder, so storage receives exactly one copy. Rank 0 then waits until
-    the checkpoint is registered, so a failure after an epoch's end never costs that epoch.
-
-    The epoch log (one row of metrics per epoch, continued from the checkpoint the run resumed
-    from) travels inside the checkpoint because retention deletes older checkpoints, and Ray's
-    record of reported metrics goes with them.
-    """
-
-    def __init__(
-        self,
-        step_log: StepLog,
-        epoch_rows: list[dict[str, Any]] | None = None,
-        tensorboard_dir: Path | None = None,
-    ) -> None:
-        self.step_log = step_log
-        self.epoch_rows = list(epoch_rows or [])
-        self.tensorboard_dir = tensorboard_dir
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        import ray.train
-
-        epoch = trainer.current_epoch
-        metrics = {
-            **scalar_metrics(trainer),
-            "epoch": epoch,
-            "step": trainer.global_step,
-            "reported_at": time.time(),
-        }
-        self.epoch_rows = [r for r in self.epoch_rows if r.get("epoch") != epoch] + [metrics]
-        with tempfile.TemporaryDirectory(prefix="lpray-checkpoint-") as folder:
-            trainer.save_checkpoint(os.path.join(folder, CHECKPOINT_NAME))
-            checkpoint = None
-            if trainer.is_global_zero:
-                import pandas as pd
-
-                self.step_log.write(Path(folder) / STEP_LOG_NAME)
-                pd.DataFrame(self.epoch_rows).to_csv(Path(folder) / EPOCH_LOG_NAME, index=False)
-                self._save_tensorboard(trainer, Path(folder) / TENSORBOARD_NAME)
-                checkpoint = ray.train.Checkpoint.from_directory(folder)
-            ray.train.report(
-                metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch_{epoch:05d}"
-            )
-        if trainer.is_global_zero:
-            # The controller registers reports when it polls (every ~2 s); a worker dying before
-            # then would lose this epoch's checkpoint. Wait until it is committed.
-            ray.train.get_all_reported_checkpoints(
-                consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED,
-                timeout_s=COMMIT_TIMEOUT_S,
-            )
-
-    def _save_tensorboard(self, trainer: pl.Trainer, target: Path) -> None:
-        """Copy rank 0's event files (flushed first) into the checkpoint folder."""
-        if self.tensorboard_dir is None:
-            return
-        for logger in trainer.loggers:
-            if isinstance(logger, pl.loggers.TensorBoardLogger):
-                logger.experiment.flush()
-        if self.tensorboard_dir.is_dir():
-            shutil.copytree(self.tensorboard_dir, target)
 
 
 @contextlib.contextmanager
@@ -324,40 +92,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     # error sums, so the mean is exact; a sharded split would be padded with repeated frames).
     val_indices = bundle.split.val if len(bundle.split.val) else bundle.split.train
     val_loader = labeled_loader(cfg, bundle, val_indices, False, module.model.context)
-    with restored_checkpoint() as folder, tempfile.TemporaryDirectory(prefix="lpray-tb-") as tb:
-        step_log = StepLog.from_checkpoint_folder(folder)
-        # Rank 0 writes TensorBoard events to a folder of its own node (storage may be s3://, and
-        # the driver's model directory may be on another node); each checkpoint carries a copy,
-        # and the run continues the copy of the checkpoint it resumes from. The copy is small
-        # beside the checkpoint: 6.8 KB after 18 logged steps and 6 epochs (~280 bytes a logged
-        # step) against 134 MB for a ResNet-18 checkpoint with its optimizer state.
-        tensorboard_dir = Path(tb) / TENSORBOARD_NAME
-        if folder is not None and (folder / TENSORBOARD_NAME).is_dir():
-            shutil.copytree(folder / TENSORBOARD_NAME, tensorboard_dir)
-        callbacks = [
-            EpochThroughput(),
-            step_log,
-            *loop_config.get("callbacks", ()),
-            ReportCheckpoint(step_log, read_epoch_log(folder), tensorboard_dir),
-        ]
-        trainer = pl.Trainer(
-            max_epochs=cfg.training.max_epochs,
-            accelerator="gpu" if device.type == "cuda" else "cpu",
-            devices="auto",
-            precision=cfg.training.precision,
-            strategy=worker_strategy(world, device, cfg.training.unfreeze_epoch > 0),
-            plugins=[RayEnvironment()],
-            callbacks=callbacks,
-            enable_checkpointing=False,
-            logger=pl.loggers.TensorBoardLogger(
-                tb, name=TENSORBOARD_NAME, version="", default_hp_metric=False
-            ),
-            use_distributed_sampler=False,  # loaders are sharded by lpray itself
-            enable_progress_bar=cfg.training.progress_bar and rank == 0,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            check_val_every_n_epoch=cfg.training.val_every_n_epochs,
-            log_every_n_steps=cfg.training.log_every_n_steps,
+    # The trainer's stand-in for the model directory is a folder of this node (rank 0's
+    # TensorBoard events); the rest of the run travels in the checkpoints it reports.
+    with (
+        restored_checkpoint() as folder,
+        tempfile.TemporaryDirectory(prefix="lpray-worker-") as local,
+    ):
+        worker = RayWorker(rank=rank, world_size=world, device=device, resumes_from=folder)
+        trainer = build_trainer(
+            cfg, Path(local), worker=worker, callbacks=loop_config.get("callbacks", ())
         )
         resume = str(folder / CHECKPOINT_NAME) if folder is not None else None
         trainer.fit(module, train_loader, val_loader, ckpt_path=resume)

@@ -27,7 +27,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 
 from lpray.config import Config, save_config
 from lpray.io import layout
@@ -50,121 +49,9 @@ from lpray.train.model_dir import (
     write_fingerprint,
 )
 from lpray.train.module import PoseModule
+from lpray.train.trainer import build_trainer, throughput_meter
 
 log = logging.getLogger(__name__)
-
-
-class ThroughputMeter(Callback):
-    """Counts labeled frames and wall time of training batches (not validation)."""
-
-    def __init__(self) -> None:
-        self.frames = 0
-        self.seconds = 0.0
-        self.steps = 0
-        self._start = 0.0
-
-    def on_train_batch_start(
-        self, trainer: pl.Trainer, module: pl.LightningModule, batch: Any, idx: int
-    ) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, idx: int
-    ) -> None:
-        labeled = batch["labeled"] if "labeled" in batch else batch
-        self.frames += int(labeled["image"].shape[0])
-        self.steps += 1
-        self.seconds += time.perf_counter() - self._start
-
-
-class EpochMetricsWriter(Callback):
-    """Appends one row per epoch to ``metrics.csv`` (rewritten atomically each epoch)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    # After the epoch's validation (Lightning validates inside the epoch, before this hook).
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
-            return
-        import pandas as pd
-
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        row.update({k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1})
-        rows = pd.read_csv(self.path).to_dict("records") if self.path.exists() else []
-        rows = [r for r in rows if r["epoch"] != row["epoch"]] + [row]
-        with atomic_write(self.path, "w") as handle:
-            pd.DataFrame(rows).to_csv(handle, index=False)
-
-
-class LastCheckpoint(Callback):
-    """Writes ``last.ckpt``, the full resume state (optimizer included), at the end of an epoch
-    once ``every_s`` seconds have passed since the previous write, and always after the final
-    epoch. Written to a temporary name and renamed, so a crash mid-write keeps the old one.
-
-    Every epoch would be simplest, but with short epochs the writes dominate: on the
-    mirror-mouse example (5 steps an epoch, ResNet-18, 135 MB with Adam's state) they took
-    0.4 s of a 2.4 s epoch on 2 CPU cores.
-    """
-
-    def __init__(self, path: Path, every_s: float) -> None:
-        self.path = path
-        self.every_s = every_s
-        self._written = time.monotonic()
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        final = trainer.current_epoch + 1 >= (trainer.max_epochs or 0) or trainer.should_stop
-        if not final and time.monotonic() - self._written < self.every_s:
-            return
-        partial = self.path.with_name(self.path.name + ".partial")
-        trainer.save_checkpoint(partial)
-        if trainer.is_global_zero:
-            partial.replace(self.path)
-        self._written = time.monotonic()
-
-
-def make_trainer(
-    cfg: Config, model_dir: Path, callbacks: list[Callback], **overrides: Any
-) -> pl.Trainer:
-    t = cfg.training
-    paths = ModelDir(model_dir)
-    best = ModelCheckpoint(
-        dirpath=paths.checkpoints,
-        filename=layout.BEST,
-        monitor="val_pixel_error",
-        mode="min",
-        save_top_k=1,
-        # prediction needs the weights only: a third of the bytes of a resumable checkpoint,
-        # and early in training it is rewritten nearly every epoch
-        save_weights_only=True,
-        enable_version_counter=False,
-    )
-    # "last" is a callback of its own (ModelCheckpoint's save_last only follows the monitored
-    # saves): a rerun resumes after the last epoch it wrote.
-    last = LastCheckpoint(paths.last_checkpoint, t.last_checkpoint_every_s)
-    kwargs: dict[str, Any] = dict(
-        max_epochs=t.max_epochs,
-        accelerator=t.accelerator,
-        devices=1,
-        precision=t.precision,
-        callbacks=[best, last, *callbacks],
-        # The CSV step log, and the same scalars as TensorBoard events in MODEL_DIR/tb (watch a
-        # run live with `tensorboard --logdir MODEL_DIR`).
-        logger=[
-            pl.loggers.CSVLogger(str(model_dir), name=layout.LOGS, version=""),
-            pl.loggers.TensorBoardLogger(
-                str(model_dir), name=layout.TENSORBOARD, version="", default_hp_metric=False
-            ),
-        ],
-        log_every_n_steps=t.log_every_n_steps,
-        check_val_every_n_epoch=t.val_every_n_epochs,
-        enable_progress_bar=t.progress_bar,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=False,
-    )
-    kwargs.update(overrides)
-    return pl.Trainer(**kwargs)
 
 
 def build_module(cfg: Config, bundle: DataBundle) -> PoseModule:
@@ -242,8 +129,8 @@ def _fit(cfg: Config, bundle: DataBundle, record: dict[str, Any], model_dir: Pat
     save_config(cfg, paths.config)
     write_fingerprint(model_dir, record)
     context = module.model.context
-    meter = ThroughputMeter()
-    trainer = make_trainer(cfg, model_dir, [meter, EpochMetricsWriter(paths.metrics)])
+    trainer = build_trainer(cfg, model_dir)
+    meter = throughput_meter(trainer)
     device = "cuda" if trainer.accelerator.__class__.__name__.startswith("CUDA") else "cpu"
     train_loader = make_train_loader(cfg, bundle, context, device=device)
     val_loader = labeled_loader(
