@@ -9,7 +9,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# LPRAY_BENCH_RESULTS: write elsewhere (the smoke tests write to a temporary folder)
+RESULTS = Path(os.environ.get("LPRAY_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 # ../shared/data beside the checkout; LPRAY_SHARED_DATA points elsewhere (e.g. on the GPU machine).
 SHARED_DATA = Path(
     os.environ.get("LPRAY_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")
