@@ -2,7 +2,7 @@
 
 The soft-argmax upsamples every heatmap x4 before its spatial softmax; in training it runs with
 its gradient on every unlabeled frame of every step, in prediction on every frame. Both
-upsamplings compute the same numbers (tests/test_coordinates.py); this times them side by side,
+upsamplings compute the same numbers (tests/models/test_coordinates.py); this times them side by side,
 forward only (prediction, 128 frames) and forward + backward (a training step's 16 unlabeled
 frames), 17 keypoints on 64x64 heatmaps (256x256 input), medians of repeats.
 

@@ -24,9 +24,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_config
 
 from lpray.io.layout import ModelDir
+
+from conftest import tiny_config
 
 pytestmark = pytest.mark.slow
 

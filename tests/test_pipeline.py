@@ -10,10 +10,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import tiny_config
 
 from lpray import cli
 from lpray.pipeline import STAGES, PipelineError, load_pipeline
+
+from conftest import tiny_config
 
 
 def write_pipeline(tmp_path: Path, project: Path, **changes: object) -> Path:
@@ -179,4 +180,4 @@ def test_bad_pipeline_keys_give_clear_errors(
 
 
 # The two-node ``ray job submit`` of the pipeline runs with its storage in a bucket:
-# tests/test_storage_s3.py (test_job_submit_runs_the_pipeline_on_two_nodes_in_a_bucket).
+# tests/io/test_storage_s3.py (test_job_submit_runs_the_pipeline_on_two_nodes_in_a_bucket).

@@ -17,15 +17,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import video_fixtures as vf
 import yaml
-from conftest import tiny_config
 
 from lpray import cli
 from lpray.data.video import PyAVReader, VideoError, probe_video, validate_video
 from lpray.errors import UserError
 from lpray.io.layout import ModelDir
 from lpray.io.tables import arrays_to_table, keypoint_names, read_pose_csv, write_pose_csv
+
+import video_fixtures as vf
+from conftest import tiny_config
 
 CSV = "CollectedData.csv"
 

@@ -23,7 +23,7 @@ The geometric draws move the content: the resized frame's point u appears in the
 resized_to_model`. A spec of zeros changes nothing (:data:`NO_AUGMENT`, :data:`NO_CLIP_AUGMENT`).
 
 To add a preset: one entry in :data:`AUGMENT_PRESETS`; ``training.augmentation`` is checked
-against :func:`list_augment_presets` and ``tests/test_augment_spec.py`` builds every preset.
+against :func:`list_augment_presets` and ``tests/data/test_augment_spec.py`` builds every preset.
 """
 
 from __future__ import annotations

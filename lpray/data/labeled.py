@@ -346,7 +346,7 @@ class EpochSampler(Sampler):
     process, so tagging each item with the epoch carries it to every worker, and the workers
     (and their decoded-image caches) can live for the whole fit. Lightning's fit loop calls
     :meth:`set_epoch` at the start of every epoch, before it iterates the loader, as it does for
-    a ``DistributedSampler`` (tests/test_train.py checks it).
+    a ``DistributedSampler`` (tests/train/test_train.py checks it).
     """
 
     def __init__(self, base: Sampler) -> None:

@@ -8,7 +8,7 @@ converts here: the matrix chosen from the frame's colorspace tag the way swscale
 range from the pixel format (``yuvj420p`` is full range, ``yuv420p`` limited), chroma repeated
 over each 2x2 block, rounded to the nearest level. That equals swscale's exact mode to 1 grey
 level, and PyAV's default ``to_ndarray(format="rgb24")`` (swscale's fast tables, which round about
-one level low) to 3 (tests/test_yuv.py).
+one level low) to 3 (tests/data/test_yuv.py).
 
 Only what converts exactly is taken: 8-bit 4:2:0 with even frame sides and a BT.601 or BT.709
 matrix. :func:`yuv420_layout` says None for anything else and callers fall back to RGB from PyAV.

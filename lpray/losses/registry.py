@@ -10,7 +10,7 @@ Everything else iterates the registry: the config's ``losses.<name>`` sections
 
 To add one: ``lpray/losses/<name>.py`` with a config dataclass (a ``weight: float = 0.0`` field
 switches it on), a ``loss`` function and, where it has one, a ``fit`` and a ``metric``; its name
-in ``_BUILT_IN``; ``tests/test_loss_registry.py`` checks every registered loss.
+in ``_BUILT_IN``; ``tests/losses/test_loss_registry.py`` checks every registered loss.
 """
 
 from __future__ import annotations

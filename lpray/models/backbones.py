@@ -2,7 +2,7 @@
 pretrained weights ``model.pretrained`` loads.
 
 Add a backbone by decorating a builder with ``@register("name", stride, weights=...)``; configs,
-the CLI and the tests take the names from :func:`available_backbones` (``tests/test_backbones.py``
+the CLI and the tests take the names from :func:`available_backbones` (``tests/models/test_backbones.py``
 trains and predicts with every registered one). The heatmap head upsamples from the trunk's
 stride to stride 4 (:class:`lpray.models.heatmap.HeatmapHead`).
 

@@ -13,10 +13,7 @@ import torch
 
 from lpray.inference.network import load_network
 
-try:
-    from .members import make_member
-except ImportError:
-    from members import make_member
+from members import make_member
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is a test dependency (lpray[export])")
 pytest.importorskip("onnxscript", reason="the ONNX exporter is a test dependency (lpray[export])")

@@ -22,12 +22,8 @@ from lpray.inference.network import load_network, map_points
 from lpray.io.layout import ModelDir
 from lpray.models.coordinates import soft_argmax
 
-try:
-    from . import video_fixtures as vf
-    from .members import make_member
-except ImportError:
-    import video_fixtures as vf
-    from members import make_member
+import video_fixtures as vf
+from members import make_member
 
 NAMES = ["nose", "ear_l", "ear_r", "tail"]
 

@@ -26,10 +26,7 @@ from lpray.data.video import PyAVReader, VideoError, probe_video
 from lpray.data.warp import warp_normalise
 from lpray.inference.chunks import iter_prediction_chunks
 
-try:
-    from . import video_fixtures as vf
-except ImportError:
-    import video_fixtures as vf
+import video_fixtures as vf
 
 pytest.importorskip("nvidia.dali", reason="nvidia-dali-cuda120 is not installed")
 

@@ -25,8 +25,10 @@ from lpray.smooth.fit import constant_observation_variance, fit_random_walk_s, f
 from lpray.smooth.kalman import random_walk_nll, smooth_random_walks
 from lpray.smooth.latent_kalman import latent_walk_nll, smooth_latent_walks
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "eks-examples"
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eks_reference"
+from conftest import SHARED_DATA
+
+DATA = SHARED_DATA / "eks-examples"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eks_reference"
 IBL = DATA / "ibl-pupil"
 MIRROR = DATA / "mirror-mouse"
 needs_ibl = pytest.mark.skipif(

@@ -19,13 +19,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import pytorch_lightning as pl
-from conftest import tensorboard_scalars, tiny_config
 
 from lpray.config import config_from_dict
 from lpray.data.labeled import read_labeled_frames
 from lpray.io.layout import ModelDir
 from lpray.train.data import prepare_data
 from lpray.train.distributed import storage_and_filesystem, train_distributed
+
+from conftest import tensorboard_scalars, tiny_config
 
 pytestmark = pytest.mark.slow
 

@@ -14,11 +14,12 @@ import av
 import numpy as np
 import pytest
 import torch
-import video_fixtures as vf
 from av.video.reformatter import Interpolation
 
 from lpray.data.video import PyAVReader, VideoError
 from lpray.data.yuv import yuv420_layout, yuv420_to_rgb
+
+import video_fixtures as vf
 
 BT709 = 1
 

@@ -24,12 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
 from test_job_submit import ray_env, wait_for
 
 from lpray.config import config_from_dict
 from lpray.data.synthetic import load_synthetic_project
 from lpray.train.fit import train
+
+from conftest import tiny_config
 
 pytestmark = pytest.mark.slow
 RAY = str(Path(sys.executable).with_name("ray"))

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import tiny_config
 
 from lpray import cli
 from lpray.config import config_from_dict, save_config
@@ -28,6 +27,8 @@ from lpray.ensemble.run import MemberResources, train_ensemble
 from lpray.io.tables import read_pose_csv, table_to_arrays
 from lpray.track.corpus import TaskResources, track_corpus
 from lpray.track.tasks import TrackSettings
+
+from conftest import tiny_config
 
 
 def test_members_differ_in_seed_and_with_vary_labels_in_labeled_frames(tiny_project, tmp_path):
@@ -116,7 +117,7 @@ SOURCES = ("config.py", "data", "models", "losses", "train")
 def _cache_key() -> str:
     """Changes whenever the data, the training settings or the training code change."""
     digest = hashlib.sha256(json.dumps([ACCURATE_SPEC.hash(), ACCURATE_TRAINING]).encode())
-    package = Path(__file__).resolve().parents[1] / "lpray"
+    package = Path(__file__).resolve().parents[2] / "lpray"
     for name in SOURCES:
         for path in sorted((package / name).rglob("*.py")) if (package / name).is_dir() else []:
             digest.update(path.read_bytes())

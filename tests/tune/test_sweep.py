@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from conftest import tensorboard_scalars, tiny_config
 from PIL import Image
 
 from lpray import cli
@@ -36,6 +35,8 @@ from lpray.tune.cleanup import placement_groups_path, read_placement_groups
 from lpray.tune.space import SweepError, sweep_from_dict
 from lpray.tune.store import read_all_epoch_logs
 from lpray.tune.sweep import run_sweep, search_setup
+
+from conftest import tensorboard_scalars, tiny_config
 
 SEMI = {
     "temporal": {"weight": 1e-3, "epsilon": 2.0},

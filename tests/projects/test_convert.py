@@ -19,10 +19,7 @@ from lpray.data.labeled import read_labeled_frames
 from lpray.io.layout import ModelDir
 from lpray.io.tables import keypoint_names, read_pose_csv, table_to_arrays
 
-try:
-    from .conftest import tiny_config
-except ImportError:
-    from conftest import tiny_config
+from conftest import tiny_config
 
 sio = pytest.importorskip("sleap_io")
 

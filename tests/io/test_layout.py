@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import tiny_config
-from members import make_member
 
 from lpray import cli
 from lpray.config import config_from_dict
@@ -15,6 +13,9 @@ from lpray.io import layout
 from lpray.io.layout import ModelDir
 from lpray.io.storage import local_copy
 from lpray.train.fit import train
+
+from conftest import tiny_config
+from members import make_member
 
 # What one single-process training run writes (ray_run.json is Ray Train's; predictions/ is
 # lpray predict's).

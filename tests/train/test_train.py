@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tensorboard_scalars, tiny_config
 
 from lpray import cli
 from lpray.config import config_from_dict
@@ -16,6 +15,8 @@ from lpray.data.synthetic import load_synthetic_project, load_truth
 from lpray.io.layout import ModelDir
 from lpray.io.tables import keypoint_names, read_pose_csv, read_pose_parquet, table_to_arrays
 from lpray.train.fit import train
+
+from conftest import tensorboard_scalars, tiny_config
 
 SEMI = {
     "temporal": {"weight": 1e-3, "epsilon": 2.0},

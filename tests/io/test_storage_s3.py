@@ -25,10 +25,7 @@ from lpray.pipeline import STAGES
 from lpray.track.corpus import TaskResources, track_corpus
 from lpray.track.tasks import TrackSettings
 
-try:
-    from .members import make_ensemble
-except ImportError:
-    from members import make_ensemble
+from members import make_ensemble
 
 pytestmark = pytest.mark.slow
 NAMES = ["nose", "ear_l", "ear_r", "tail"]
@@ -220,7 +217,7 @@ def submit(cluster, job_id: str, pipeline: Path, *overrides: str) -> str:
     return logs
 
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 JOB_S = 420  # the first run: about 2.5 minutes on 2 loaded cores
 
 
@@ -232,10 +229,11 @@ def test_ray_train_worker_killed_resumes_from_the_checkpoint_in_the_bucket(
     (no local storage folder), and the run completes with every epoch once."""
     import ray.cloudpickle
     import test_distributed as td
-    from conftest import tiny_config
 
     from lpray.config import config_from_dict
     from lpray.train.distributed import train_distributed
+
+    from conftest import tiny_config
 
     # the narrow ResNet-18 of test_pipeline: small checkpoints through the in-process server
     # (ResNet-18's with its optimizer state is 134 MB)
@@ -339,12 +337,12 @@ def test_ensemble_in_a_bucket_refuses_a_stored_member_of_other_inputs(
 ) -> None:
     """A member folder in the bucket holding a model of another config is refused before any
     member is launched or anything is written, naming the member's URL and the difference."""
-    from conftest import tiny_config
-
     from lpray.config import config_from_dict, save_config
     from lpray.ensemble.run import train_ensemble
     from lpray.train.data import validate_inputs
     from lpray.train.model_dir import ModelDirError, fingerprint
+
+    from conftest import tiny_config
 
     url = "s3://lpray-test/refuse/ensemble"
     old = config_from_dict(tiny_config(tiny_project, tmp_path / "m", model={"heatmap_sigma": 3}))

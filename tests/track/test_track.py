@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import tiny_config
 
 from lpray import cli
 from lpray.config import config_from_dict
@@ -30,10 +29,8 @@ from lpray.smooth.api import smooth_ensemble
 from lpray.track.corpus import TaskResources, track_corpus
 from lpray.track.tasks import TrackSettings
 
-try:
-    from .members import make_ensemble
-except ImportError:
-    from members import make_ensemble
+from conftest import tiny_config
+from members import make_ensemble
 
 pytestmark = pytest.mark.slow
 HALF_CPU = TaskResources(cpus=0.5)

@@ -20,10 +20,7 @@ from lpray.models.backbones import (
 )
 from lpray.models.heatmap import build_model
 
-try:
-    from .conftest import tiny_config
-except ImportError:
-    from conftest import tiny_config
+from conftest import tiny_config
 
 pytest.importorskip("timm", reason="timm provides the non-ResNet backbones")
 

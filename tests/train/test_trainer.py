@@ -9,7 +9,6 @@ import pandas as pd
 import pytest
 import pytorch_lightning as pl
 import torch
-from conftest import tiny_config
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.strategies import SingleDeviceStrategy
 
@@ -18,6 +17,8 @@ from lpray.io.layout import ModelDir
 from lpray.train import callbacks as cb
 from lpray.train.ray_lightning import RayDDP, RayEnvironment
 from lpray.train.trainer import RayWorker, build_trainer, throughput_meter
+
+from conftest import tiny_config
 
 # Settings away from the defaults, so that each one is seen to come from the config.
 TRAINING = {

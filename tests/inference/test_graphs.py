@@ -1,6 +1,6 @@
 """Members replayed from one CUDA graph per chunk shape give what their eager passes give.
 
-The CUDA tests run on the GPU machine (``python -m pytest tests/test_graphs.py``); on a CPU
+The CUDA tests run on the GPU machine (``python -m pytest tests/inference/test_graphs.py``); on a CPU
 only the eager path runs.
 """
 
@@ -14,12 +14,8 @@ from lpray.inference.engine import predict_range
 from lpray.inference.graphs import ChunkPasses
 from lpray.inference.network import load_network
 
-try:
-    from . import video_fixtures as vf
-    from .members import make_member
-except ImportError:
-    import video_fixtures as vf
-    from members import make_member
+import video_fixtures as vf
+from members import make_member
 
 NAMES = ["nose", "ear_l", "ear_r", "tail"]
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")

@@ -16,10 +16,7 @@ from lpray.data.geometry import to_frame_matrix
 from lpray.data.normalise import IMAGENET_MEAN, IMAGENET_STD
 from lpray.data.video import PyAVReader
 
-try:
-    from . import video_fixtures as vf
-except ImportError:
-    import video_fixtures as vf
+import video_fixtures as vf
 
 SIZE = (32, 64)
 

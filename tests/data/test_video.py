@@ -14,20 +14,11 @@ import pytest
 
 from lpray.data.video import PyAVReader, VideoError, probe_video, validate_video
 
-try:
-    from . import video_fixtures as vf
-except ImportError:
-    import video_fixtures as vf
+import video_fixtures as vf
+from conftest import SHARED_DATA
 
 CODECS = ["vp9", "mjpeg", "h264"]
-MIRROR_MOUSE = (
-    Path(__file__).resolve().parents[2]
-    / "shared"
-    / "data"
-    / "mirror-mouse-example"
-    / "videos"
-    / "test_vid.mp4"
-)
+MIRROR_MOUSE = SHARED_DATA / "mirror-mouse-example" / "videos" / "test_vid.mp4"
 
 
 @pytest.fixture(scope="module")
