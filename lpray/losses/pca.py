@@ -391,6 +391,13 @@ def sequence_pca_loss(
     return pca_loss(pca, keypoints.flatten(0, 1))
 
 
+def percentile_problems(percentile: float) -> list[tuple[str, str]]:
+    """The ``epsilon_percentile`` check both PCA losses share (a registry ``problems`` entry)."""
+    if 0 <= percentile <= 100:
+        return []
+    return [("epsilon_percentile", f"must be in [0, 100], got {percentile}")]
+
+
 def pca_frame_metric(column: str) -> Callable[[np.ndarray, PosePCA | None], FrameMetric | None]:
     """The per-frame metric of a PCA loss: reprojection errors of ``(T, K, 2)`` predictions,
     written as ``<column>|<keypoint>``; none without a fitted PCA."""

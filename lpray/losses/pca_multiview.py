@@ -8,7 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from lpray.losses.pca import PosePCA, fit_multiview_pca, pca_frame_metric, sequence_pca_loss
+from lpray.losses.pca import (
+    PosePCA,
+    fit_multiview_pca,
+    pca_frame_metric,
+    percentile_problems,
+    sequence_pca_loss,
+)
 from lpray.losses.registry import FitData, LossError, UnsupervisedLoss
 
 
@@ -38,10 +44,7 @@ def _fit(settings: PCAMultiViewLossConfig, data: FitData) -> PosePCA:
 
 
 def _problems(settings: PCAMultiViewLossConfig) -> list[tuple[str, str]]:
-    problems = []
-    p = settings.epsilon_percentile
-    if not 0 <= p <= 100:
-        problems.append(("epsilon_percentile", f"must be in [0, 100], got {p}"))
+    problems = percentile_problems(settings.epsilon_percentile)
     if settings.n_components < 1:
         problems.append(("n_components", "must be >= 1"))
     return problems

@@ -14,6 +14,7 @@ from lpray.losses.pca import (
     PosePCA,
     fit_singleview_pca,
     pca_frame_metric,
+    percentile_problems,
     sequence_pca_loss,
 )
 from lpray.losses.registry import FitData, LossError, UnsupervisedLoss
@@ -60,10 +61,7 @@ def _problems(settings: PCASingleViewLossConfig) -> list[tuple[str, str]]:
     problems = []
     if not 0 < settings.variance_explained <= 1:
         problems.append(("variance_explained", "must be in (0, 1]"))
-    p = settings.epsilon_percentile
-    if not 0 <= p <= 100:
-        problems.append(("epsilon_percentile", f"must be in [0, 100], got {p}"))
-    return problems
+    return problems + percentile_problems(settings.epsilon_percentile)
 
 
 LOSS = UnsupervisedLoss(
