@@ -45,7 +45,7 @@ def write_pipeline(tmp_path: Path, project: Path, **changes: object) -> Path:
             },
             "parameters": {"losses.temporal.weight": {"grid": [0.0, 0.03]}},
         },
-        "ensemble": {"seeds": 2, "cpus_per_member": 1},
+        "ensemble": {"seeds": 2, "cpus_per_member": 1, "vary_labels": True},  # as the demo
         "track": {"videos": None, "cpus_per_task": 1, "chunk_size": 16},
         "storage": {"path": str(tmp_path / "run")},
         **changes,
@@ -68,6 +68,8 @@ def check_run(run: Path) -> None:
     assert ensemble["n_done"] == 2 and len(markers["ensemble"]["members_done"]) == 2
     weight = ensemble["config"]["losses"]["temporal"]["weight"]
     assert weight == pytest.approx(params["losses.temporal.weight"])
+    # each member its own labeled frames, and the report says so
+    assert [m["split_seed"] for m in ensemble["members"]] == [0, 1]
     summary = pd.read_csv(run / "track" / "summary.csv")
     assert list(summary["status"]) == ["done"]
     video = summary["video"][0]
@@ -121,6 +123,7 @@ def check_report_claims(run: Path, trials: pd.DataFrame, page: str, video: str) 
     assert shown == pytest.approx(expected, abs=0.006)
     for name in ("member-0", "member-1", "member median"):
         assert f"<td>{name}</td>" in ensemble
+    assert "in their labeled frames (split seeds 0, 1)" in ensemble
     table = pd.read_csv(experiment / "report" / "trials.csv")
     scored = pd.read_csv(run / "truth" / "trials.csv")
     assert set(scored["trial_id"]) == set(table["trial_id"])

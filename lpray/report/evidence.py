@@ -204,7 +204,7 @@ def _add_truth(
     sections.ensemble_plots = [plot, *sections.ensemble_plots]
     sections.ensemble_notes = [
         *sections.ensemble_notes,
-        what + " Members are the tracked predictions of each seed; EKS smooths them together.",
+        what + " " + _members_differ(markers) + " EKS smooths them together.",
     ]
     if "EKS" in comparison.index:
         eks = float(comparison.loc["EKS", "video_error_px"])
@@ -220,6 +220,24 @@ def _add_truth(
                 f"{median:.2f} px, {100 * (eks - median) / median:+.0f}% against the median).",
             ]
     sections.headline = headline
+
+
+def _members_differ(markers: dict[str, dict[str, Any]]) -> str:
+    """What the ensemble's members differ in (from its ``ensemble.json``), in one sentence."""
+    ensemble_dir = markers.get("ensemble", {}).get("ensemble_dir")
+    path = join(ensemble_dir, "ensemble.json") if ensemble_dir else None
+    manifest = _read_json(path) if path and exists(path) else {}
+    records = manifest.get("members", [])
+    if not records:
+        return "Members are the tracked predictions of each seed."
+    seeds = ", ".join(str(r["seed"]) for r in records)
+    if manifest.get("vary_labels"):
+        splits = ", ".join(str(r["split_seed"]) for r in records)
+        return (
+            f"Members differ in their seed ({seeds}) and in their labeled frames (split seeds "
+            f"{splits}): each trains on its own subset of the labeled frames."
+        )
+    return f"Members differ only in their seed ({seeds}); they share the labeled frames."
 
 
 def _lead_with(table: pd.DataFrame) -> pd.DataFrame:
