@@ -41,5 +41,11 @@ def run(args: argparse.Namespace) -> int:
         f"{len(result.unchanged)} already there, {len(result.duplicates)} already labeled "
         "differently (kept the project's; --replace takes the new ones), "
         f"{len(result.context)} context frames copied"
+        + (
+            f"; {len(result.guesses)} left out, still the ensemble's guess (--accept-guesses "
+            "merges them)"
+            if result.guesses
+            else ""
+        )
     )
     return 0

@@ -8,6 +8,8 @@ DLC loader needs the CSVs and sorts the keypoints by name). DeepLabCut 2.2+ keys
 
 from __future__ import annotations
 
+import io
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,7 @@ import pandas as pd
 import yaml
 
 from lpray.io.formats.dlc_h5 import write_h5
-from lpray.io.storage import join
+from lpray.io.storage import filesystem, join, read_bytes
 from lpray.io.tables import HEADER_LEVELS, keypoint_names, write_pose_csv
 from lpray.projects import ProjectError, ProjectSource
 from lpray.projects.tables import labels_from_table
@@ -37,17 +39,30 @@ def detect(path: Path) -> bool:
 def _read_labels(folder: Path) -> pd.DataFrame | None:
     """One ``labeled-data/<video>`` folder's labels, rows as ``labeled-data/<video>/<image>``."""
     files = sorted(folder.glob("CollectedData_*.h5")) or sorted(folder.glob("CollectedData_*.csv"))
-    if not files:
-        return None
-    path = files[0]
+    return read_label_file(str(files[0])) if files else None
+
+
+def read_label_file(path: str) -> pd.DataFrame:
+    """A ``CollectedData_<scorer>.h5`` or ``.csv`` (local or URL) as a labels table: rows
+    ``labeled-data/<video>/<image>``, (scorer, bodyparts, coords) columns, floats.
+
+    Raises:
+        ProjectError: not a DeepLabCut label file, or a multi-animal one.
+    """
     try:
-        if path.suffix == ".h5":
-            table = pd.read_hdf(path)
+        data = io.BytesIO(read_bytes(path))
+        if path.endswith(".h5"):
+            # pandas reads HDF5 from a file only
+            with tempfile.NamedTemporaryFile(suffix=".h5") as local:
+                local.write(data.getvalue())
+                local.flush()
+                table = pd.read_hdf(local.name)
         else:
-            table = pd.read_csv(path, header=[0, 1, 2], index_col=0)
+            table = pd.read_csv(data, header=[0, 1, 2], index_col=0)
             if str(table.columns[0][0]).startswith("Unnamed"):  # 2.2+: three index columns
-                table = pd.read_csv(path, header=[0, 1, 2], index_col=[0, 1, 2])
-    except (OSError, ValueError, KeyError) as error:
+                data.seek(0)
+                table = pd.read_csv(data, header=[0, 1, 2], index_col=[0, 1, 2])
+    except (OSError, ValueError, KeyError, ImportError) as error:
         raise ProjectError(f"{path}: not a DeepLabCut label file ({error})") from error
     if table.columns.nlevels == 4:
         raise ProjectError(f"{path}: multi-animal labels (an individuals level); not supported")
@@ -58,6 +73,21 @@ def _read_labels(folder: Path) -> pd.DataFrame | None:
         table.index = [str(k).replace("\\", "/") for k in rows]
     table.columns = table.columns.set_names(["scorer", "bodyparts", "coords"])
     return table.astype(float)
+
+
+def label_files(root: str) -> list[str]:
+    """The per-video label files under ``root`` (local or URL), relative to it: in each
+    ``labeled-data/<video>`` folder the ``.h5`` of each scorer, or its ``.csv`` where the folder
+    has no ``.h5`` of that scorer."""
+    fs, inner = filesystem(root)
+    found = sorted(fs.glob(f"{inner.rstrip('/')}/labeled-data/*/CollectedData_*"))
+    names = ["/".join(f.rstrip("/").split("/")[-3:]) for f in found]
+    h5 = {n[: -len(".h5")] for n in names if n.endswith(".h5")}
+    return [
+        n
+        for n in names
+        if n.endswith(".h5") or (n.endswith(".csv") and n[: -len(".csv")] not in h5)
+    ]
 
 
 def label_file(video: str, scorer: str, suffix: str = ".h5") -> str:

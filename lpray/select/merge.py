@@ -14,6 +14,14 @@ Every row is checked before anything is written:
 - a file still marked as the ensemble's guess (scorer ``lpray-eks-guess``) is refused unless
   ``accept_guesses``: uncorrected guesses would teach the model its own mistakes.
 
+DeepLabCut's labeler edits the per-video ``labeled-data/<video>/CollectedData_<scorer>.h5``
+files of a labeling folder, not its ``CollectedData.csv``. When ``NEW_LABELS`` is a folder, the
+rows of those files that differ from the ensemble's guess (``eks_guess.csv``, which
+``select-frames`` writes and nobody edits) are corrections and take the place of the CSV's
+rows; rows left at the guess in both are left out (and listed) unless ``accept_guesses``. A row
+edited in both places to different labels is refused: keep one of the edits. A ``NEW_LABELS``
+that names a CSV is read alone.
+
 A row whose image the project already labels is a duplicate: skipped when its labels are the
 same, and when they differ the project's are kept unless ``replace``. The context frames that
 ``select-frames --context-frames N`` extracted around an added row (its ``selection.json`` says
@@ -50,8 +58,10 @@ from lpray.io.storage import (
     remove,
 )
 from lpray.io.tables import keypoint_names, read_pose_csv, write_pose_csv
+from lpray.projects import dlc
 from lpray.select.extraction import GUESS_SCORER
 from lpray.select.run import COMPLETE as SELECTION_RECORD
+from lpray.select.run import GUESS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +83,8 @@ class MergeResult:
         duplicates: rows already labeled differently; the project's kept.
         unchanged: rows already labeled the same.
         context: context-frame files copied beside the added rows (not rows).
+        guesses: rows left out: still the ensemble's guess in the CSV and the per-video
+            DeepLabCut files (``accept_guesses`` merges them).
     """
 
     csv: str
@@ -81,6 +93,7 @@ class MergeResult:
     duplicates: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     context: list[str] = field(default_factory=list)
+    guesses: list[str] = field(default_factory=list)
 
 
 def _labels_file(path: str, what: str) -> str:
@@ -146,6 +159,76 @@ def _check_new(new: pd.DataFrame, new_csv: str, names: list[str], accept_guesses
     repeated = sorted({i for i in index if index.count(i) > 1})
     if repeated:
         raise MergeError(f"{new_csv}: row {repeated[0]} is listed more than once; keep one")
+
+
+def _with_dlc_edits(
+    new: pd.DataFrame, new_csv: str, new_root: str, accept_guesses: bool
+) -> tuple[pd.DataFrame, list[str]]:
+    """``new`` with the rows that DeepLabCut's labeler corrected in the per-video files, and the
+    rows left out as uncorrected guesses (see the module doc). ``new`` as it is when no
+    per-video file differs from the guess."""
+    files = dlc.label_files(new_root)
+    if not files:
+        return new, []
+    guess_path = join(new_root, GUESS_FILE)
+    new_is_guess = GUESS_SCORER in set(new.columns.get_level_values(0))
+    guess = read_pose_csv(guess_path) if exists(guess_path) else (new if new_is_guess else None)
+    if guess is None:  # a folder from before eks_guess.csv, its CSV edited: nothing to tell by
+        log.info("%s: no %s; merging %s alone", new_root, GUESS_FILE, new_csv)
+        return new, []
+    columns = [(part, coord) for _, part, coord in new.columns]
+
+    def same(a: np.ndarray, b: np.ndarray) -> bool:
+        return bool(np.allclose(a, b, atol=1e-6, equal_nan=True))
+
+    def edited(table: pd.DataFrame, row: str) -> bool:
+        if guess is None or row not in guess.index:
+            return True
+        return not same(_values(table, row, columns), _values(guess, row, columns))
+
+    edits: dict[str, np.ndarray] = {}
+    for name in files:
+        table = dlc.read_label_file(join(new_root, name))
+        for row in map(str, table.index):
+            values = _values(table, row, columns)
+            if not edited(table, row) or (row in edits and same(edits[row], values)):
+                continue
+            in_csv = row in new.index and not new_is_guess
+            if row in edits or (in_csv and edited(new, row)):
+                if in_csv and same(_values(new, row, columns), values):
+                    continue  # the same correction in both places
+                raise MergeError(
+                    f"{join(new_root, name)}: row {row} was labeled differently in "
+                    f"{new_csv if row not in edits else 'another per-video file'}; keep one of "
+                    "the edits (undo the other) and merge again"
+                )
+            edits[row] = values
+    if not edits:
+        return new, []
+    rows = {str(r): _values(new, r, columns) for r in new.index}
+    if new_is_guess:  # the CSV's rows are guesses; its edits are in the per-video files
+        untouched = [r for r in rows if r not in edits]
+        keep = {r: v for r, v in rows.items() if accept_guesses and r in untouched}
+    else:
+        untouched, keep = [], rows
+    keep.update(edits)
+    scorer = "lpray-merged" if new_is_guess else new.columns.get_level_values(0)[0]
+    table = pd.DataFrame(
+        list(keep.values()),
+        index=list(keep),
+        columns=pd.MultiIndex.from_tuples([(scorer, p, c) for p, c in columns]),
+    )
+    table.columns = table.columns.set_names(new.columns.names)
+    left_out = [] if accept_guesses else untouched
+    if left_out:
+        log.warning(
+            "%d row(s) are still the ensemble's guess in %s and its per-video files; left out "
+            "(--accept-guesses merges them): %s",
+            len(left_out),
+            new_csv,
+            ", ".join(left_out[:5]) + (" ..." if len(left_out) > 5 else ""),
+        )
+    return table, left_out
 
 
 def _check_relative(new_csv: str, relative: str) -> None:
@@ -233,10 +316,12 @@ def merge_labels(
     old = read_pose_csv(project_csv)
     new = read_pose_csv(new_csv)
     names = keypoint_names(old)
+    result = MergeResult(project_csv)
+    if new_csv != str(new_labels).rstrip("/"):  # a folder: its per-video files count too
+        new, result.guesses = _with_dlc_edits(new, new_csv, new_root, accept_guesses)
     _check_new(new, new_csv, names, accept_guesses)
     columns = [(part, coord) for _, part, coord in old.columns]
     existing = {str(i): i for i in old.index}
-    result = MergeResult(project_csv)
     added_rows: dict[str, np.ndarray] = {}
     replaced_rows: dict[object, np.ndarray] = {}
     copies: list[str] = []

@@ -18,6 +18,8 @@ so a failed run leaves an existing ``OUT`` as it was. ``OUT`` holds::
     labeled-data/<video>/CollectedData_<scorer>.h5 (.csv)
                                         the same guess per video, as DeepLabCut's labeler
                                         reads a video's labels
+    eks_guess.csv                       the guess as written (never edited): merge-labels
+                                        tells corrected rows from untouched ones by it
     selection.csv                       one row per pick: video, frame, score, signals, why
     selection.html                      the page: picks with the members' predictions, and why
     selection.json                      settings, corpus, signals used; written last
@@ -56,6 +58,7 @@ from lpray.viz.overlay import keypoint_colors
 log = logging.getLogger(__name__)
 
 COMPLETE = "selection.json"
+GUESS_FILE = "eks_guess.csv"  # the stub as written, for merge-labels to compare edits against
 
 
 class SelectSettingsError(UserError, ValueError):
@@ -395,6 +398,7 @@ def _write_tables(staging: Path, picks: list[Pick], keypoints: list[str], dlc_sc
         keypoints,
     )
     write_pose_csv(stub, str(staging / "CollectedData.csv"))
+    write_pose_csv(stub, str(staging / GUESS_FILE))
     if len(stub):
         dlc.write_labels(stub, str(staging), dlc_scorer)
     rows = []

@@ -388,6 +388,71 @@ def test_dlc_per_video_stubs_read_back_by_pandas_and_lpray_convert(selection, tr
             h5.unlink()  # the second pass reads the CSVs
 
 
+def _dlc_relabel(h5: Path, truths: dict[str, np.ndarray], keep: set[str], scorer: str) -> Path:
+    """DeepLabCut's labeler on one video's file: every row but ``keep`` moved to the truth,
+    saved as ``CollectedData_<scorer>.h5`` and ``.csv`` in the same folder."""
+    table = pd.read_hdf(h5)
+    for key in table.index:
+        if "/".join(key) not in keep:
+            truth = truths[key[1]][_frame_of(key[2])]
+            table.loc[[key], :] = truth.reshape(1, -1)
+    table.columns = table.columns.set_levels([scorer], level=0)
+    target = h5.with_name(f"CollectedData_{scorer}.h5")
+    table.to_hdf(target, key="df_with_missing", mode="w")
+    table.to_csv(target.with_suffix(".csv"))
+    return target
+
+
+def test_merge_takes_the_corrections_made_in_deeplabcuts_per_video_files(
+    selection, tracked, tiny_project, tmp_path
+):
+    """A DeepLabCut labeler corrects the per-video files (one video in place, one saved under
+    their own scorer beside the untouched guess) and leaves one row at the guess: the merge adds
+    the corrected rows with the corrected labels, leaves the guess row out (or, with
+    accept_guesses, merges it), and refuses a row edited differently in the CSV too."""
+    out, result = selection
+    assert (out / "eks_guess.csv").is_file()
+    images = [p.image for p in result.picks]
+    new = tmp_path / "new"
+    shutil.copytree(out, new)
+    videos = sorted({p.key for p in result.picks})
+    assert len(videos) >= 2
+    untouched = images[0]
+    first, second = (
+        new / "labeled-data" / v / f"CollectedData_{GUESS_SCORER}.h5" for v in videos[:2]
+    )
+    _dlc_relabel(first, tracked[1], {untouched}, GUESS_SCORER)  # edited in place
+    _dlc_relabel(second, tracked[1], {untouched}, "bob")  # saved beside the guess
+    truth = {i: tracked[1][i.split("/")[1]][_frame_of(i)] for i in images}
+    edited = [i for i in images if i != untouched and i.split("/")[1] in videos[:2]]
+    project = _project_copy(tiny_project, tmp_path / "project", images)
+    before = tree_digest(project)
+
+    # the CSV edits one of those rows to other labels: refused, nothing written
+    csv = read_pose_csv(new / "CollectedData.csv")
+    conflicting = csv.copy()
+    conflicting.columns = conflicting.columns.set_levels(["alice"], level=0)
+    conflicting.loc[edited[0]] = truth[edited[0]].ravel() + 2.0
+    write_pose_csv(conflicting, new / "CollectedData.csv")
+    with pytest.raises(MergeError, match=f"row {edited[0]} was labeled differently"):
+        merge_labels(project, new)
+    assert tree_digest(project) == before
+    write_pose_csv(csv, new / "CollectedData.csv")  # back to the guess
+
+    merged = merge_labels(project, new)
+    assert sorted(merged.added) == sorted(edited)
+    assert untouched in merged.guesses
+    labels = read_labeled_frames(project)
+    for image in edited:
+        np.testing.assert_allclose(
+            labels.keypoints[labels.image_paths.index(image)], truth[image], atol=1e-6
+        )
+    assert untouched not in labels.image_paths
+
+    everything = merge_labels(project, new, accept_guesses=True)
+    assert untouched in everything.added and everything.guesses == []
+
+
 EDGES = {"train00": [3, 20], "train01": [10, 39], "test00": [1, 38]}
 
 
