@@ -1,10 +1,12 @@
 """Every member's pass over one chunk, replayed from one CUDA graph.
 
-Tracking runs several Python threads per worker (a DALI drain thread and a part thread per
-reader, two videos in flight): eagerly, every one of the ~170 kernels a ResNet-50 member
-launches per chunk is a PyTorch call that gives up the GIL and must win it back from those
-threads. A CUDA graph captured once per chunk shape turns the K members' forward passes and
-heatmap decoding into one launch, so the networks no longer wait on the interpreter. Shapes are
+Eagerly, every one of the ~170 kernels a ResNet-50 member launches per chunk is a PyTorch call
+that gives up the GIL and must win it back. A CUDA graph captured once per chunk shape turns
+the K members' forward passes and heatmap decoding into one launch. Measured on one H100 (5
+ResNet-50 256 members, chunk 128, bench/README.md third round): +4-5% for the networks alone;
+beside one Python thread that holds the GIL, eager passes ran 95x slower and the replay 2%; but
+tracking's own threads wait in DALI with the GIL released, so ``lpray track`` ran the same with
+and without graphs (693 vs 686 video-frames/s), which is why graphs are opt-in. Shapes are
 fixed by construction: every prediction chunk has ``chunk + 2 * context`` frames (the last one
 is padded).
 

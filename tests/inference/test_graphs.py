@@ -83,5 +83,6 @@ def test_tracking_with_graphs_equals_eager_tracking(member_dirs, tmp_path):
     graphed = predict_range(networks, video, chunk_size=8, passes=passes, decoders=4)
     np.testing.assert_allclose(graphed.xy, eager.xy, atol=1e-3)
     np.testing.assert_allclose(graphed.confidence, eager.confidence, atol=1e-4)
-    # one graph for the two single-frame members, one for the context member
-    assert passes.captures == 2
+    # members of one input size get the same chunk (context frames included) and share one
+    # graph, the context member too
+    assert passes.captures == 1
