@@ -224,6 +224,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--min-gap", type=int, default=15)
     parser.add_argument(
+        "--pool-factor", type=int, default=3, help="select-frames' candidates per pick (k-means)"
+    )
+    parser.add_argument(
         "--jump-epsilon",
         type=float,
         default=2.0,
@@ -269,7 +272,7 @@ def main() -> None:
     chosen = select_frames(
         str(tracks),
         str(picks_dir / "select-frames"),
-        SelectSettings(n=args.n, min_gap=args.min_gap, seed=0),
+        SelectSettings(n=args.n, min_gap=args.min_gap, pool_factor=args.pool_factor, seed=0),
     )
     selected = {v.stem: [p.frame for p in chosen.picks if p.key == v.stem] for v in pool}
     jumps, outliers = jump_picks(tracks, pool, args.n, args.jump_epsilon)
