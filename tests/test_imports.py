@@ -235,3 +235,25 @@ def test_import_each_alone_catches_order_dependence(tmp_path: Path) -> None:
     errors = import_each_alone(package)
     assert list(errors) == ["pkg.b"], errors
     assert "AttributeError" in errors["pkg.b"]
+
+
+# What a command's driver process imports before its work starts: the config, the CLI, and the
+# `lpray track` driver (which starts Ray, then hands the networks to worker processes) need no
+# torch. Importing it there cost the track command seconds before Ray could start (torch ~4.6 s
+# on a cold page cache on the GPU machine).
+TORCH_FREE = ["lpray.cli", "lpray.config", "lpray.pipeline", "lpray.track.corpus", "lpray.losses"]
+
+
+def test_the_config_and_the_track_driver_import_no_torch() -> None:
+    code = "import sys; sys.modules['torch'] = None\n" + "".join(
+        f"import {name}\n" for name in TORCH_FREE
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    # and the guard works: a module that needs torch fails the same way
+    needs = subprocess.run(
+        [sys.executable, "-c", code + "import lpray.inference.network\n"],
+        capture_output=True,
+        text=True,
+    )
+    assert needs.returncode != 0 and "torch" in needs.stderr

@@ -22,13 +22,15 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lpray.errors import UserError
 from lpray.losses.registry import FrameMetric
+
+if TYPE_CHECKING:  # torch is imported where a PCA is applied: the config needs none (registry)
+    import torch
 
 
 class PCAFitError(UserError, ValueError):
@@ -200,6 +202,8 @@ class PosePCA:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PosePCA:
         """Inverse of :meth:`to_dict`."""
+        import torch
+
         return cls(
             torch.tensor(data["mean"], dtype=torch.float32),
             torch.tensor(data["components"], dtype=torch.float32),
@@ -262,6 +266,8 @@ def _build(
             "own reprojection errors) cannot be computed"
         )
     epsilon = float(np.percentile(_reprojection_errors_np(fit, complete), epsilon_percentile))
+    import torch
+
     return PosePCA(
         torch.tensor(fit.mean, dtype=torch.float32),
         torch.tensor(fit.components, dtype=torch.float32),
@@ -330,11 +336,13 @@ def fit_multiview_pca(
 
 
 @functools.lru_cache(maxsize=64)
-@torch.inference_mode(False)  # a cached inference tensor could not be saved for backward later
 def _group_index(groups: tuple[tuple[int, ...], ...], device: torch.device) -> torch.Tensor:
     """``groups`` as a long tensor on ``device``, made once: building it each call is a blocking
     host-to-device copy (a device sync in every training step)."""
-    return torch.tensor(groups, dtype=torch.long, device=device)
+    import torch
+
+    with torch.inference_mode(False):  # a cached inference tensor could not be kept for backward
+        return torch.tensor(groups, dtype=torch.long, device=device)
 
 
 def pca_reprojection_error(pca: PosePCA, keypoints: torch.Tensor) -> torch.Tensor:
@@ -347,6 +355,8 @@ def pca_reprojection_error(pca: PosePCA, keypoints: torch.Tensor) -> torch.Tenso
     Returns:
         ``(..., K_covered)`` errors ordered as ``pca.keypoint_indices``; differentiable.
     """
+    import torch
+
     if keypoints.ndim < 2 or keypoints.shape[-1] != 2:
         raise ValueError(f"expected keypoints (..., K, 2), got {tuple(keypoints.shape)}")
     top = max(pca.keypoint_indices)
@@ -380,7 +390,7 @@ def pca_loss(pca: PosePCA, keypoints: torch.Tensor) -> torch.Tensor:
         Scalar loss.
     """
     error = pca_reprojection_error(pca, keypoints)
-    return torch.relu(error - pca.epsilon).mean()
+    return (error - pca.epsilon).relu().mean()
 
 
 def sequence_pca_loss(
@@ -405,6 +415,8 @@ def pca_frame_metric(column: str) -> Callable[[np.ndarray, PosePCA | None], Fram
     def metric(keypoints: np.ndarray, pca: PosePCA | None) -> FrameMetric | None:
         if pca is None:
             return None
+        import torch
+
         with torch.no_grad():
             points = torch.as_tensor(keypoints, dtype=torch.float32)
             errors = pca_reprojection_error(pca.to(points.device), points)

@@ -19,12 +19,14 @@ import functools
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from lpray.errors import UserError
+
+if TYPE_CHECKING:  # the config reads this registry: importing torch here cost the CLI seconds
+    import torch
 
 
 class LossError(UserError, ValueError):

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from lpray.losses.registry import FrameMetric, UnsupervisedLoss
 from lpray.metrics import temporal_norm
+
+if TYPE_CHECKING:  # torch is imported where the loss runs: the config needs none (see registry)
+    import torch
 
 
 @dataclass
@@ -64,6 +67,8 @@ def temporal_loss(
             f"confidence must be {tuple(keypoints.shape[:-1])} to match keypoints, got "
             f"{tuple(confidence.shape)}"
         )
+    import torch
+
     eps = torch.as_tensor(epsilon, dtype=keypoints.dtype, device=keypoints.device)
     k = keypoints.shape[-2]
     if eps.ndim > 1 or (eps.ndim == 1 and eps.shape[0] != k):
@@ -79,11 +84,13 @@ def temporal_loss(
 
 
 @functools.lru_cache(maxsize=64)
-@torch.inference_mode(False)  # a cached inference tensor could not be used in training later
 def _epsilon(value: float | tuple[float, ...], device: torch.device) -> torch.Tensor:
     """The config's epsilon on ``device``, made once: a tensor from a Python value each step is
     a blocking host-to-device copy (a device sync in every training step)."""
-    return torch.as_tensor(value, dtype=torch.float32, device=device)
+    import torch
+
+    with torch.inference_mode(False):  # a cached inference tensor could not train later
+        return torch.as_tensor(value, dtype=torch.float32, device=device)
 
 
 def _loss(
