@@ -61,6 +61,24 @@ def test_every_format_holds_the_table(tmp_path):
             assert series.rate == 30.0 and series.unit == "pixels"
 
 
+def test_nwb_says_when_its_timestamps_count_frames(tmp_path, caplog):
+    """No frame rate known (EKS of files with no video): rate 1/s, and the file says so."""
+    from pynwb import NWBHDF5IO
+
+    from lpray.io.formats.nwb import UNKNOWN_RATE
+
+    unknown, known = (
+        save_pose(table(), str(tmp_path / name), ["nwb"], PoseMeta(fps=fps))[0]
+        for name, fps in (("unknown", None), ("known", 25.0))
+    )
+    assert "frame rate unknown" in caplog.text and "unknown.nwb" in caplog.text
+    for path, rate, comments in ((unknown, 1.0, UNKNOWN_RATE), (known, 25.0, "no comments")):
+        with NWBHDF5IO(path, "r") as io:
+            estimation = io.read().processing["behavior"]["PoseEstimation"]
+            for series in estimation.pose_estimation_series.values():
+                assert series.rate == rate and series.comments == comments
+
+
 def test_binary_formats_reach_an_object_store(s3, tmp_path):
     expected = table(seed=1)
     url = "s3://lpray-test/formats/v"

@@ -9,6 +9,7 @@ only: the file is made in a temporary folder and copied to its place in one writ
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import uuid
 from datetime import datetime, timezone
@@ -21,6 +22,9 @@ from lpray.io.formats import PoseFormat, PoseMeta
 from lpray.io.storage import atomic_write
 from lpray.io.tables import keypoint_names, table_to_arrays
 
+logger = logging.getLogger(__name__)
+
+UNKNOWN_RATE = "frame rate unknown: the timestamps are frame numbers (rate 1 per second)"
 REFERENCE_FRAME = "(0, 0) is the top-left corner of the video frame; x right, y down, in pixels"
 
 
@@ -37,6 +41,9 @@ def _write(table: pd.DataFrame, path: str, meta: PoseMeta) -> None:
         likelihood = np.full(xy.shape[:2], np.nan)
     fps = float(meta.fps) if meta.fps else 1.0
     timing = {"rate": fps, "starting_time": 0.0}
+    if not meta.fps:  # e.g. EKS of prediction files with no video beside them
+        logger.warning("%s: frame rate unknown; NWB timestamps count frames (rate 1/s)", path)
+        timing["comments"] = UNKNOWN_RATE
     stem = Path(str(path)).stem
     nwb = NWBFile(
         session_description=f"lpray pose estimates of {meta.video or stem}",
