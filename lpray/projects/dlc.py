@@ -9,7 +9,6 @@ DLC loader needs the CSVs and sorts the keypoints by name). DeepLabCut 2.2+ keys
 from __future__ import annotations
 
 import io
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ import pandas as pd
 import yaml
 
 from lpray.io.formats.dlc_h5 import write_h5
-from lpray.io.storage import filesystem, join, read_bytes
+from lpray.io.storage import filesystem, join, local_file, read_bytes
 from lpray.io.tables import HEADER_LEVELS, keypoint_names, write_pose_csv
 from lpray.projects import ProjectError, ProjectSource
 from lpray.projects.tables import labels_from_table
@@ -50,14 +49,11 @@ def read_label_file(path: str) -> pd.DataFrame:
         ProjectError: not a DeepLabCut label file, or a multi-animal one.
     """
     try:
-        data = io.BytesIO(read_bytes(path))
         if path.endswith(".h5"):
-            # pandas reads HDF5 from a file only
-            with tempfile.NamedTemporaryFile(suffix=".h5") as local:
-                local.write(data.getvalue())
-                local.flush()
-                table = pd.read_hdf(local.name)
+            with local_file(path) as local:  # pandas reads HDF5 from a local file only
+                table = pd.read_hdf(local)
         else:
+            data = io.BytesIO(read_bytes(path))
             table = pd.read_csv(data, header=[0, 1, 2], index_col=0)
             if str(table.columns[0][0]).startswith("Unnamed"):  # 2.2+: three index columns
                 data.seek(0)

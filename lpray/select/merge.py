@@ -182,33 +182,35 @@ def _with_dlc_edits(
         return bool(np.allclose(a, b, atol=1e-6, equal_nan=True))
 
     def edited(table: pd.DataFrame, row: str) -> bool:
-        if guess is None or row not in guess.index:
+        if row not in guess.index:
             return True
         return not same(_values(table, row, columns), _values(guess, row, columns))
 
-    edits: dict[str, np.ndarray] = {}
+    # row -> (corrected values, the file that has them)
+    found: dict[str, tuple[np.ndarray, str]] = {}
     for name in files:
-        table = dlc.read_label_file(join(new_root, name))
+        path = join(new_root, name)
+        table = dlc.read_label_file(path)
         for row in map(str, table.index):
-            values = _values(table, row, columns)
-            if not edited(table, row) or (row in edits and same(edits[row], values)):
+            if not edited(table, row):
                 continue
-            in_csv = row in new.index and not new_is_guess
-            if row in edits or (in_csv and edited(new, row)):
-                if in_csv and same(_values(new, row, columns), values):
-                    continue  # the same correction in both places
+            values = _values(table, row, columns)
+            other = found.get(row)
+            if other is None and not new_is_guess and row in new.index and edited(new, row):
+                other = (_values(new, row, columns), new_csv)
+            if other is not None and not same(other[0], values):
                 raise MergeError(
-                    f"{join(new_root, name)}: row {row} was labeled differently in "
-                    f"{new_csv if row not in edits else 'another per-video file'}; keep one of "
-                    "the edits (undo the other) and merge again"
+                    f"{path}: row {row} was labeled differently in {other[1]}; keep one of the "
+                    "edits (undo the other) and merge again"
                 )
-            edits[row] = values
+            found[row] = (values, path)
+    edits = {row: values for row, (values, _) in found.items()}
     if not edits:
         return new, []
     rows = {str(r): _values(new, r, columns) for r in new.index}
     if new_is_guess:  # the CSV's rows are guesses; its edits are in the per-video files
         untouched = [r for r in rows if r not in edits]
-        keep = {r: v for r, v in rows.items() if accept_guesses and r in untouched}
+        keep = {r: rows[r] for r in untouched} if accept_guesses else {}
     else:
         untouched, keep = [], rows
     keep.update(edits)

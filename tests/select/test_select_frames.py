@@ -438,6 +438,16 @@ def test_merge_takes_the_corrections_made_in_deeplabcuts_per_video_files(
         merge_labels(project, new)
     assert tree_digest(project) == before
     write_pose_csv(csv, new / "CollectedData.csv")  # back to the guess
+    # two per-video files of one video disagree on a row: refused, naming both files
+    other = pd.read_hdf(first) + 3.0
+    other.columns = other.columns.set_levels(["carol"], level=0)
+    carol = first.with_name("CollectedData_carol.h5")
+    other.to_hdf(carol, key="df_with_missing", mode="w")
+    with pytest.raises(MergeError, match="row .* labeled differently in") as refused:
+        merge_labels(project, new)
+    assert carol.name in str(refused.value) and first.name in str(refused.value)
+    assert tree_digest(project) == before
+    carol.unlink()
 
     merged = merge_labels(project, new)
     assert sorted(merged.added) == sorted(edited)
