@@ -21,6 +21,8 @@ from lpray.configkit import apply_overrides, build, errors_in, load_mapping, req
 from lpray.data.augment_spec import list_augment_presets
 from lpray.data.reader_registry import list_backends
 from lpray.losses.registry import get_loss, list_losses
+from lpray.models.backbones import available_backbones, pretrained_weights
+from lpray.models.model_types import list_model_types
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,7 @@ class ModelConfig:
     # pretrained weights; false for the built-in synthetic data and for backbones that have no
     # weights (resolved on load, _resolve_pretrained; the saved config holds the outcome).
     pretrained: bool | None = None
-    model_type: str = "heatmap"  # lpray.models.heatmap.MODELS: heatmap, context
+    model_type: str = "heatmap"  # lpray.models.model_types: heatmap, context
     heatmap_sigma: float = 1.25  # Gaussian target width, heatmap pixels
     softmax_temperature: float = 100.0  # targets peak at 1: LP's 1000 on sum-to-1 maps ~ 100 here
 
@@ -213,9 +215,6 @@ def _check(cfg: Config) -> None:
     elif isinstance(d.train_frames, int):
         need(d.train_frames >= 1, "data.train_frames", f"must be >= 1, got {d.train_frames}")
     # Names that a registry owns: checked against it, so adding one is a registry line.
-    from lpray.models.backbones import available_backbones  # torch models: imported when checked
-    from lpray.models.heatmap import list_model_types
-
     for key, what, value, names in (
         ("model.backbone", "backbone", m.backbone, available_backbones()),
         ("model.model_type", "model type", m.model_type, list_model_types()),
@@ -223,8 +222,6 @@ def _check(cfg: Config) -> None:
         ("data.video_backend", "video backend", d.video_backend, list_backends()),
     ):
         need(value in names, key, f"unknown {what} {value!r}; choose one of {list(names)}")
-    from lpray.models.backbones import pretrained_weights
-
     need(
         m.pretrained is not True or pretrained_weights(m.backbone) is not None,
         "model.pretrained",
@@ -284,8 +281,6 @@ def _resolve_pretrained(cfg: Config) -> None:
     m = cfg.model
     if m.pretrained is not None:
         return
-    from lpray.models.backbones import pretrained_weights  # the registry names the weights
-
     weights = pretrained_weights(m.backbone)
     m.pretrained = weights is not None and not is_builtin_synthetic(cfg.data)
     if m.pretrained:

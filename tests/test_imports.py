@@ -240,14 +240,45 @@ def test_import_each_alone_catches_order_dependence(tmp_path: Path) -> None:
 # What a command's driver process imports before its work starts: the config, the CLI, and the
 # `lpray track` driver (which starts Ray, then hands the networks to worker processes) need no
 # torch. Importing it there cost the track command seconds before Ray could start (torch ~4.6 s
-# on a cold page cache on the GPU machine).
-TORCH_FREE = ["lpray.cli", "lpray.config", "lpray.pipeline", "lpray.track.corpus", "lpray.losses"]
+# on a cold page cache on the GPU machine). The backbone and model-type registries are names
+# only, so the config's full check runs there too.
+TORCH_FREE = [
+    "lpray.cli",
+    "lpray.config",
+    "lpray.pipeline",
+    "lpray.track.corpus",
+    "lpray.losses",
+    "lpray.models.backbones",
+    "lpray.models.model_types",
+]
+# the full config check (every registry's names, the backbone's weights) and the driver's
+# view-group lookup from a saved model config, as `lpray track` runs them; run without the
+# sys.modules guard (scipy, which the synthetic project reader imports, probes
+# sys.modules["torch"] and breaks on the guard's None) and checked after the fact
+CHECKS = """
+import sys
+from pathlib import Path
+from lpray.config import config_from_dict, load_config, save_config
+from lpray.io.layout import ModelDir
+from lpray.track.corpus import model_view_groups
+cfg = config_from_dict({"model": {"backbone": "vit_small_dino", "model_type": "context",
+    "pretrained": True}, "data": {"view_groups": [["a", "b"]]}})
+folder = Path(sys.argv[1])
+save_config(cfg, ModelDir(folder).config)
+assert load_config(ModelDir(folder).config).model.backbone == "vit_small_dino"
+assert model_view_groups(folder) == [["a", "b"]], model_view_groups(folder)
+assert "torch" not in sys.modules, "torch was imported"
+"""
 
 
-def test_the_config_and_the_track_driver_import_no_torch() -> None:
+def test_the_config_and_the_track_driver_import_no_torch(tmp_path) -> None:
     code = "import sys; sys.modules['torch'] = None\n" + "".join(
         f"import {name}\n" for name in TORCH_FREE
     )
+    checked = subprocess.run(
+        [sys.executable, "-c", CHECKS, str(tmp_path)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr[-2000:]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     # and the guard works: a module that needs torch fails the same way

@@ -1,5 +1,5 @@
 """Names that registries own, taken by the config and the CLI from them: video readers and
-backends (lpray.data.reader_registry), model types (lpray.models.heatmap.MODELS)."""
+backends (lpray.data.reader_registry), model types (lpray.models.model_types)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from lpray.config import ConfigError, config_from_dict
 from lpray.data.reader_registry import get_reader, list_backends, list_readers, readers_of
 from lpray.data.readers import choose_backend
 from lpray.data.video import VideoInfo
-from lpray.models.heatmap import build_model, list_model_types
+from lpray.models.heatmap import build_model
+from lpray.models.model_types import list_model_types
 from lpray.options import BACKENDS
 from lpray.track.tasks import TrackSettings
 

@@ -516,7 +516,7 @@ def test_every_user_facing_error_class_is_a_user_error():
     from lpray.data.labeled import LabelError
     from lpray.io.tables import PoseTableError
     from lpray.losses.pca import PCAFitError
-    from lpray.models.backbones import PretrainedWeightsUnavailable
+    from lpray.models.weights import PretrainedWeightsUnavailable
     from lpray.pipeline import PipelineError, StageError
     from lpray.smooth.members import MemberError
     from lpray.train.distributed import TrainRunError

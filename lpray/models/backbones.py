@@ -1,31 +1,30 @@
-"""Backbone registry: name -> feature trunk (classification layers removed), its stride and the
-pretrained weights ``model.pretrained`` loads.
+"""Backbone registry: name -> how to build its feature trunk, its stride and the pretrained
+weights ``model.pretrained`` loads.
 
-Add a backbone by decorating a builder with ``@register("name", stride, weights=...)``; configs,
-the CLI and the tests take the names from :func:`available_backbones` (``tests/models/test_backbones.py``
-trains and predicts with every registered one). The heatmap head upsamples from the trunk's
-stride to stride 4 (:class:`lpray.models.heatmap.HeatmapHead`).
+The registry is names and facts only; each trunk is built by a function named by its import
+path (``"lpray.models.trunks:torchvision_resnet"``) and imported when a trunk is built or its
+weights fetched. So checking a config (which names a backbone and asks whether it has
+pretrained weights) imports no torch: the ``lpray track`` driver and every command's config
+check stay torch-free (``tests/test_imports.py``), as timm's ``list_models`` runs without
+building a model.
 
-ResNets are lpray's own (:mod:`lpray.models.resnet`) with torchvision's ImageNet weights or
-MMPose's AP-10K animal-pose weights; the others come from timm (``features_only``: the last
-feature map), imported only when one is built.
+Add a backbone by writing ``build(name, pretrained) -> (trunk, output channels)`` (in
+:mod:`lpray.models.trunks` or a module of its own) and one :func:`register` line below;
+configs, the CLI and the tests take the names from :func:`available_backbones`
+(``tests/models/test_backbones.py`` trains and predicts with every registered one). The heatmap
+head upsamples from the trunk's stride to stride 4 (:class:`lpray.models.heatmap.HeatmapHead`).
 """
 
 from __future__ import annotations
 
+import importlib
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-import torch
-from torch import nn
-from torch.nn import functional as F
-
-from lpray.models.resnet import resnet_trunk
-from lpray.models.weights import PretrainedWeightsUnavailable, fetch_weights, load_weights
-
-Builder = Callable[[bool], tuple[nn.Module, int]]
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -33,20 +32,21 @@ class BackboneSpec:
     """One registered backbone.
 
     Attributes:
-        builder: ``builder(pretrained) -> (trunk, output channels)``.
+        build: ``"module:function"``; ``function(name, pretrained) -> (trunk, output channels)``.
         stride: input pixels per feature-map pixel, as the heatmap head sees it (32 or 16).
         weights: what ``model.pretrained`` loads (e.g. "ImageNet (torchvision)"); None: no
             pretrained weights exist for it.
         patch: a ViT's patch size, where it differs from ``stride`` (the trunk rescales its
             input so that one patch spans ``stride`` input pixels).
-        fetch: downloads and verifies the weight file now (None: fetched when built).
+        fetch: ``"module:function"``; ``function(name)`` downloads and verifies the weight file
+            now (None: fetched when built).
     """
 
-    builder: Builder
+    build: str
     stride: int = 32
     weights: str | None = None
     patch: int | None = None
-    fetch: Callable[[], object] | None = None
+    fetch: str | None = None
 
 
 _REGISTRY: dict[str, BackboneSpec] = {}
@@ -54,16 +54,19 @@ _REGISTRY: dict[str, BackboneSpec] = {}
 
 def register(
     name: str,
+    build: str,
     stride: int = 32,
     weights: str | None = None,
     patch: int | None = None,
-    fetch: Callable[[], object] | None = None,
-) -> Callable[[Builder], Builder]:
-    def wrap(builder: Builder) -> Builder:
-        _REGISTRY[name] = BackboneSpec(builder, stride, weights, patch, fetch)
-        return builder
+    fetch: str | None = None,
+) -> None:
+    """Register backbone ``name``, built by the function ``build`` names (``"module:function"``)."""
+    _REGISTRY[name] = BackboneSpec(build, stride, weights, patch, fetch)
 
-    return wrap
+
+def _function(path: str) -> Callable[..., Any]:
+    module, function = path.split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def available_backbones() -> list[str]:
@@ -86,8 +89,10 @@ def pretrained_weights(name: str) -> str | None:
 
 def check_pretrained_cached(name: str) -> None:
     """Fetch ``name``'s pretrained weights now (download on first use, verify), or raise
-    :class:`PretrainedWeightsUnavailable`: commands call it before they write anything, so a
-    run never fails for its weights after it started."""
+    :class:`lpray.models.weights.PretrainedWeightsUnavailable`: commands call it before they
+    write anything, so a run never fails for its weights after it started."""
+    from lpray.models.weights import PretrainedWeightsUnavailable
+
     spec = _REGISTRY[name]
     if spec.weights is None:
         having = [n for n in available_backbones() if _REGISTRY[n].weights is not None]
@@ -96,166 +101,47 @@ def check_pretrained_cached(name: str) -> None:
             f"are random-init only). Set model.pretrained=false, or choose one of {having}"
         )
     if spec.fetch is not None:
-        spec.fetch()
+        _function(spec.fetch)(name)
 
 
 def build_backbone(name: str, pretrained: bool = False) -> tuple[nn.Module, int]:
     """The trunk for ``name`` and its output channel count."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; available: {available_backbones()}")
+    build = _function(_REGISTRY[name].build)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return _REGISTRY[name].builder(pretrained)
+        return build(name, pretrained)
 
 
 # --------------------------------------------------------------------------------------------
-# ResNets: torchvision's ImageNet weights
-
-
-# the trunk is conv1, bn1, relu, maxpool, layer1..4 in torchvision's order: its indices
-_TRUNK_LAYERS = ["conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4"]
-_TRUNK_INDEX = {name: str(i) for i, name in enumerate(_TRUNK_LAYERS)}
-
-
-def torchvision_to_trunk(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """torchvision ResNet keys (``layer1.0.conv1.weight``) -> the trunk's (``4.0.conv1.weight``);
-    the classifier (``fc.*``) is dropped."""
-    return {
-        f"{_TRUNK_INDEX[head]}.{rest}": value
-        for key, value in state.items()
-        for head, rest in [key.split(".", 1)]
-        if head in _TRUNK_INDEX
-    }
-
-
-def _imagenet_url(name: str) -> str:
-    import torchvision  # noqa: PLC0415 - only for its weight table (5.7 s import, resnet.py)
-
-    return torchvision.models.get_model_weights(name).IMAGENET1K_V1.url
-
-
-def _imagenet_what(name: str) -> str:
-    return f"model.pretrained: ImageNet weights for {name}"
-
-
-def _resnet(name: str, pretrained: bool) -> tuple[nn.Module, int]:
-    trunk, channels = resnet_trunk(name)
-    if pretrained:
-        state = load_weights(_imagenet_url(name), _imagenet_what(name))
-        trunk.load_state_dict(torchvision_to_trunk(state))
-    return trunk, channels
-
+# ResNets (lpray's own, lpray.models.resnet): torchvision's ImageNet weights, MMPose's AP-10K
+# animal-pose weights (Lightning Pose's default backbone), and reduced widths for CPU demos and
+# tests (random initialisation only).
+_TRUNKS = "lpray.models.trunks"
 
 for _name in ("resnet18", "resnet34", "resnet50"):
     register(
         _name,
+        f"{_TRUNKS}:torchvision_resnet",
         weights="ImageNet (torchvision)",
-        fetch=lambda _n=_name: fetch_weights(_imagenet_url(_n), _imagenet_what(_n)),
-    )(lambda pretrained, _n=_name: _resnet(_n, pretrained))
-
-
-# --------------------------------------------------------------------------------------------
-# ResNet-50 pretrained on animal pose (AP-10K): Lightning Pose's default backbone
-
-# MMPose's SimpleBaseline ResNet-50 trained on AP-10K (256x256), the file Lightning Pose's
-# resnet50_animal_ap10k loads (lightning_pose/models/backbones/torchvision.py). MMPose's
-# tools/misc/publish_model.py names a file "<name>-<first 8 hex of its sha256sum>_<date>.pth",
-# so weights.py verifies "35760eb8" as a SHA-256 prefix. That this 2021 file was published with
-# that script is inferred from its name (not checked against the file: no network here).
-AP10K_URL = (
-    "https://download.openmmlab.com/mmpose/animal/resnet/res50_ap10k_256x256-35760eb8_20211029.pth"
-)
-_AP10K_WHAT = "model.pretrained: AP-10K animal-pose weights for resnet50_animal_ap10k"
-
-
-def mmpose_to_trunk(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """MMPose top-down ResNet keys (``backbone.layer1.0.conv1.weight``) -> the trunk's.
-
-    MMPose's ResNet (``style="pytorch"``) names its modules as torchvision does, under
-    ``backbone.``; the keypoint head (``keypoint_head.*`` / ``head.*``) is dropped.
-    """
-    prefix = "backbone."
-    return torchvision_to_trunk(
-        {key[len(prefix) :]: value for key, value in state.items() if key.startswith(prefix)}
+        fetch=f"{_TRUNKS}:fetch_torchvision_resnet",
     )
-
-
-def _ap10k_state() -> dict[str, torch.Tensor]:
-    # an MMCV checkpoint: {"meta": ..., "state_dict": ...}; its meta may hold numpy scalars
-    # (the best validation AP), which the safe loader refuses unless allowed
-    checkpoint = load_weights(AP10K_URL, _AP10K_WHAT, numpy_scalars=True)
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not isinstance(state, dict):
-        raise PretrainedWeightsUnavailable(
-            f"{_AP10K_WHAT}: the file from {AP10K_URL} holds no 'state_dict' (not an MMPose "
-            "checkpoint): delete it from the torch hub cache to download it again"
-        )
-    return state
-
-
-def _resnet50_ap10k(pretrained: bool) -> tuple[nn.Module, int]:
-    trunk, channels = resnet_trunk("resnet50")
-    if pretrained:
-        trunk.load_state_dict(mmpose_to_trunk(_ap10k_state()))  # strict: every key mapped
-    return trunk, channels
-
-
 register(
     "resnet50_animal_ap10k",
+    f"{_TRUNKS}:ap10k_resnet50",
     weights="AP-10K animal pose (MMPose)",
-    fetch=lambda: fetch_weights(AP10K_URL, _AP10K_WHAT),
-)(_resnet50_ap10k)
-
-
-# --------------------------------------------------------------------------------------------
-# ResNet-18 layouts at a fraction of its width, for CPU demos and tests: at 1/4 width a
-# checkpoint with Adam's state is ~1/16 of ResNet-18's 134 MB and a training step on 2 CPU
-# cores several times faster. Random initialisation only (weights=None).
+    fetch=f"{_TRUNKS}:fetch_ap10k",
+)
+# ResNet-18 layouts at a fraction of its width: at 1/4 width a checkpoint with Adam's state is
+# ~1/16 of ResNet-18's 134 MB and a training step on 2 CPU cores several times faster.
 REDUCED_WIDTH = {"resnet18_w16": 16, "resnet18_w32": 32}
-
-
-def _reduced(name: str, pretrained: bool) -> tuple[nn.Module, int]:
-    if pretrained:
-        check_pretrained_cached(name)  # raises: no ImageNet weights at this width
-    return resnet_trunk("resnet18", REDUCED_WIDTH[name])
-
-
 for _name in REDUCED_WIDTH:
-    register(_name)(lambda pretrained, _n=_name: _reduced(_n, pretrained))
+    register(_name, f"{_TRUNKS}:reduced_resnet")
 
 
 # --------------------------------------------------------------------------------------------
-# timm
-
-
-class _TimmTrunk(nn.Module):
-    """A timm ``features_only`` model's last feature map as the trunk's output.
-
-    With ``patch`` (a ViT patch size other than ``stride``) the frames are first rescaled by
-    ``patch / stride``, so that each ``stride`` x ``stride`` block of the input becomes one patch
-    and the token grid is the input size / ``stride``. Why rescale rather than refuse input sizes
-    that are not multiples of the patch: DINOv2's 14-pixel patches give a stride-14 grid, from
-    which the head's x4 upsampling would make heatmaps at 1/3.5 of the input, while targets,
-    decoding and export all take 1/4; and sizes that are multiples of 14 and of 32 (the rule
-    every other backbone and the data pipeline share) are only 224, 448, ... Rescaling keeps
-    DINOv2's patch embedding as trained (timm's ``patch_size=16`` would resample its filters)
-    at the cost of 1/8 of the trunk's input resolution; bilinear with ``align_corners=False``
-    maps pixel i+0.5 to (i+0.5) * patch / stride exactly, so feature cell j spans input pixels
-    [stride j, stride (j+1)), where the head expects it.
-    """
-
-    def __init__(self, model: nn.Module, stride: int, patch: int | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.stride = stride
-        self.patch = patch
-
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
-        if self.patch is not None and self.patch != self.stride:
-            height, width = frames.shape[-2:]
-            size = (height // self.stride * self.patch, width // self.stride * self.patch)
-            frames = F.interpolate(frames, size=size, mode="bilinear", align_corners=False)
-        return self.model(frames)[-1]
+# timm (imported only when one is built)
 
 
 class TimmBackbone(NamedTuple):
@@ -268,32 +154,10 @@ class TimmBackbone(NamedTuple):
     patch: int | None = None
 
 
-def _timm(entry: TimmBackbone, pretrained: bool) -> tuple[nn.Module, int]:
-    import timm  # noqa: PLC0415 - only when a timm backbone is built
-
-    try:
-        model = timm.create_model(
-            entry.model,
-            pretrained=pretrained,
-            features_only=True,
-            out_indices=(-1,),
-            **entry.options,
-        )
-    except (OSError, RuntimeError) as error:  # no network / no cached file for the weights
-        if not pretrained:
-            raise
-        raise PretrainedWeightsUnavailable(
-            f"model.pretrained: could not get timm's weights for {entry.model} ({error}); they "
-            "are downloaded from the Hugging Face Hub into HF_HOME on first use: run once on a "
-            "machine with internet (or copy its HF_HOME cache), or set model.pretrained=false"
-        ) from error
-    return _TimmTrunk(model, entry.stride, entry.patch), int(model.feature_info.channels()[-1])
-
-
 _VIT = {"dynamic_img_size": True}
 # ViTs take any input size (their position embeddings are interpolated: dynamic_img_size) and
 # give stride-16 maps; the self-supervised DINO / DINOv2 weights are what pose work fine-tunes
-# from. DINOv2's trunks have 14-pixel patches and are rescaled to stride 16 (_TimmTrunk).
+# from. DINOv2's trunks have 14-pixel patches and are rescaled to stride 16 (trunks._TimmTrunk).
 TIMM_BACKBONES = {
     "convnext_tiny": TimmBackbone("convnext_tiny", 32, "ImageNet (timm)", {}),
     "efficientnet_b0": TimmBackbone("efficientnet_b0", 32, "ImageNet (timm)", {}),
@@ -307,8 +171,7 @@ TIMM_BACKBONES = {
         "vit_base_patch14_dinov2.lvd142m", 16, "DINOv2 (timm)", _VIT, patch=14
     ),
 }
-
 for _name, _entry in TIMM_BACKBONES.items():
-    register(_name, _entry.stride, weights=_entry.weights, patch=_entry.patch)(
-        lambda pretrained, _e=_entry: _timm(_e, pretrained)
+    register(
+        _name, f"{_TRUNKS}:timm_trunk", _entry.stride, weights=_entry.weights, patch=_entry.patch
     )

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from lpray.models.backbones import backbone_stride, build_backbone
+from lpray.models.model_types import model_class
 
 
 class HeatmapHead(nn.Module):
@@ -131,18 +132,8 @@ class ContextModel(nn.Module):
         return self.context_head(self._mix(windows.permute(0, 4, 1, 2, 3)))
 
 
-# Model-type registry: ``model.model_type`` names (the config checks against it).
-MODELS = {"heatmap": HeatmapModel, "context": ContextModel}
-
-
-def list_model_types() -> list[str]:
-    """Every ``model.model_type`` name."""
-    return list(MODELS)
-
-
 def build_model(
     model_type: str, backbone: str, n_keypoints: int, pretrained: bool = False
 ) -> nn.Module:
-    if model_type not in MODELS:
-        raise ValueError(f"unknown model type {model_type!r}; available: {sorted(MODELS)}")
-    return MODELS[model_type](backbone, n_keypoints, pretrained)
+    """The network of ``model_type`` (:mod:`lpray.models.model_types`) on ``backbone``."""
+    return model_class(model_type)(backbone, n_keypoints, pretrained)

@@ -116,19 +116,13 @@ def model_view_groups(model_dir: Path) -> list[list[str]]:
 
     A non-empty result makes tracking use the multi-view EKS.
     """
-    import yaml
-
-    from lpray.config import DataConfig
+    from lpray.config import load_config
     from lpray.data.synthetic import load_synthetic_project
 
-    # The saved config's data section as written (a trained model's config was checked when it
-    # trained): the full check imports the backbone registry and with it torch, which cost the
-    # driver seconds before Ray could start.
-    saved = yaml.safe_load(ModelDir(model_dir).config.read_text()) or {}
-    data = {**vars(DataConfig()), **(saved.get("data") or {})}
-    if data["view_groups"] is not None:
-        return [list(g) for g in data["view_groups"]]
-    root = Path(data["synthetic_dir"] if data["root"] == "synthetic" else data["root"])
+    cfg = load_config(ModelDir(model_dir).config)
+    if cfg.data.view_groups is not None:
+        return [list(g) for g in cfg.data.view_groups]
+    root = Path(cfg.data.synthetic_dir if cfg.data.root == "synthetic" else cfg.data.root)
     if (root / "project.yaml").is_file():
         return load_synthetic_project(root).view_groups
     return []

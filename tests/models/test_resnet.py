@@ -37,7 +37,8 @@ def test_registry_builds_every_resnet_without_torchvision_weights():
 
 def test_reduced_width_resnet18_scales_every_stage_and_has_no_imagenet_weights():
     from lpray.config import load_config
-    from lpray.models.backbones import PretrainedWeightsUnavailable, check_pretrained_cached
+    from lpray.models.backbones import check_pretrained_cached
+    from lpray.models.weights import PretrainedWeightsUnavailable
 
     full = sum(p.numel() for p in build_backbone("resnet18")[0].parameters())
     for name, width in (("resnet18_w16", 16), ("resnet18_w32", 32)):

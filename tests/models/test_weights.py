@@ -96,7 +96,7 @@ def test_ap10k_weights_load_into_the_resnet50_trunk_with_every_key_mapped(
     import torchvision
     from torch import nn
 
-    from lpray.models import backbones
+    from lpray.models import backbones, trunks
 
     torch.manual_seed(5)
     reference = torchvision.models.resnet50(weights=None)
@@ -113,13 +113,13 @@ def test_ap10k_weights_load_into_the_resnet50_trunk_with_every_key_mapped(
     head = {"keypoint_head.final_layer.weight": torch.randn(17, 256, 1, 1)}
     published_state = {f"backbone.{k}": v for k, v in body.items()} | head
     url = mmpose_checkpoint(tmp_path / "mirror", published_state)
-    monkeypatch.setattr(backbones, "AP10K_URL", url)
+    monkeypatch.setattr(trunks, "AP10K_URL", url)
 
     backbones.check_pretrained_cached("resnet50_animal_ap10k")  # fetched and verified
     assert (cache_dir() / url.rsplit("/", 1)[-1]).is_file()
     trunk, channels = backbones.build_backbone("resnet50_animal_ap10k", pretrained=True)
     loaded = trunk.state_dict()
-    mapped = backbones.mmpose_to_trunk(published_state)
+    mapped = trunks.mmpose_to_trunk(published_state)
     assert channels == 2048
     assert len(mapped) == len(body) == len(loaded)  # every trunk key, the head's dropped
     assert all(torch.equal(loaded[k], v) for k, v in mapped.items())
