@@ -18,23 +18,29 @@ def seconds_since_start() -> float | None:
 
 
 def add_format_argument(parser) -> None:
-    """``--format csv,parquet,h5,nwb``: the table formats a command writes."""
+    """``--format csv,parquet``: the table formats a command writes, named by the registry."""
+    from lpray.io.formats import (
+        DEFAULT_FORMATS,
+        FormatError,
+        get_format,
+        list_formats,
+        parse_formats,
+    )
 
     def formats(text: str) -> tuple[str, ...]:
         import argparse
-
-        from lpray.io.formats import FormatError, parse_formats
 
         try:
             return parse_formats(text)
         except FormatError as error:
             raise argparse.ArgumentTypeError(str(error)) from error
 
+    # the registry's descriptions (format modules import their writers' packages only to write)
+    described = "; ".join(f"{n} = {get_format(n, check=False).description}" for n in list_formats())
     parser.add_argument(
         "--format",
         dest="formats",
         type=formats,
-        default=("csv", "parquet"),
-        help="comma-separated table formats: csv, parquet, h5 (DeepLabCut), nwb (ndx-pose); "
-        "default csv,parquet",
+        default=DEFAULT_FORMATS,
+        help=f"comma-separated table formats: {described}; default {','.join(DEFAULT_FORMATS)}",
     )

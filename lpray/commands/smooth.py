@@ -13,11 +13,6 @@ import argparse
 import sys
 import warnings
 
-from lpray.io.storage import expand
-from lpray.io.tables import read_pose_csv, read_pose_parquet, write_pose_csv, write_pose_parquet
-from lpray.smooth.api import smooth_ensemble, smooth_ensemble_multiview, view_groups_by_suffix
-from lpray.smooth.members import majority_keypoints
-
 NAME = "smooth"
 HELP = "Smooth one video's ensemble predictions with the Ensemble Kalman Smoother (EKS)."
 
@@ -69,10 +64,18 @@ def parquet_path(out: str) -> str:
 
 
 def _read(path: str):
+    from lpray.io.tables import read_pose_csv, read_pose_parquet
+
     return read_pose_parquet(path) if path.lower().endswith(".parquet") else read_pose_csv(path)
 
 
 def run(args: argparse.Namespace) -> int:
+    # imported here, not at the top: the CLI imports every command to build its parser
+    from lpray.io.storage import expand
+    from lpray.io.tables import write_pose_csv, write_pose_parquet
+    from lpray.smooth.api import smooth_ensemble, smooth_ensemble_multiview, view_groups_by_suffix
+    from lpray.smooth.members import majority_keypoints
+
     paths = expand(args.preds)
     tables = [_read(p) for p in paths]
     windows = parse_windows(args.fit_frames)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lpray.data.synthetic import SyntheticSpec, make_synthetic_project, save_preview
+from lpray.data.synthetic_spec import SyntheticSpec
 
 NAME = "synthetic"
 HELP = "Generate a synthetic pose project with ground truth for every video frame."
@@ -35,6 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lpray.data.synthetic import make_synthetic_project, save_preview
+
     spec = SyntheticSpec(
         seed=args.seed,
         n_train_videos=args.train_videos,

@@ -26,9 +26,6 @@ Layout written by :func:`make_synthetic_project`::
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import hashlib
-import json
 import math
 import os
 import shutil
@@ -46,10 +43,9 @@ from PIL import Image
 from scipy.signal import lfilter
 
 from lpray.data import render
+from lpray.data.synthetic_spec import CODECS, CONTEXT, GENERATOR_VERSION, SyntheticSpec
 from lpray.io.tables import arrays_to_table, read_pose_csv, write_pose_csv
 
-# Bump when the rendering or the motion changes, so cached projects are rebuilt.
-GENERATOR_VERSION = 1
 PARTS = (
     "nose",
     "earL",
@@ -62,81 +58,10 @@ PARTS = (
     "tailMid",
     "tailTip",
 )
-CONTEXT = (-2, -1, 1, 2)  # neighbours a context model reads around each labeled frame
 SUBSTEPS = 8  # motion is integrated on a grid of 1/8 frame
 BLUR_STEPS = (-3, 0, 3)  # sub-frame samples averaged for motion blur (+-3/8 frame exposure)
 CHUNK = 64  # frames rendered at once
 FLOOR = 0.8  # side view: z = 0 lies at this fraction of the view height
-# codec name -> (PyAV encoder, file suffix, pixel format, encoder options)
-CODECS: dict[str, tuple[str, str, str, dict[str, str]]] = {
-    "h264": ("libx264", ".mp4", "yuv420p", {"crf": "12", "preset": "medium"}),
-    "vp9": (
-        "libvpx-vp9",
-        ".webm",
-        "yuv420p",
-        {"crf": "10", "b": "0", "deadline": "good", "cpu-used": "4", "row-mt": "1"},
-    ),
-    "mjpeg": ("mjpeg", ".avi", "yuvj420p", {}),
-}
-
-
-@dataclass(frozen=True)
-class SyntheticSpec:
-    """What to generate; defaults train a ResNet-18 at 128x128 on 2 CPU cores in minutes.
-
-    Attributes:
-        seed: everything random derives from it; the same spec gives the same bytes.
-        n_train_videos: videos labeled frames are drawn from (and unlabeled training video).
-        n_test_videos: unseen videos, for pixel error on every frame.
-        frames_per_video: length of every video.
-        n_labeled: labeled frames, spread evenly over the training videos.
-        frame_size: (height, width) of ONE view; the two-view frame stacks two of them.
-        two_view: add a side view (x, z) below the top view (x, y), as in mirror setups.
-        occlusion: a moving vertical bar hides keypoints; hidden ones are missing labels.
-        codec: "h264" (.mp4), "vp9" (.webm) or "mjpeg" (.avi); DALI's CPU reader needs the last two.
-        fps: frame rate written into the videos.
-        noise_std: sensor noise, in grey levels.
-        motion_blur: average sub-frame samples so fast parts smear, as in real video.
-    """
-
-    seed: int = 0
-    n_train_videos: int = 2
-    n_test_videos: int = 1
-    frames_per_video: int = 300
-    n_labeled: int = 80
-    frame_size: tuple[int, int] = (128, 128)
-    two_view: bool = False
-    occlusion: bool = True
-    codec: str = "h264"
-    fps: int = 30
-    noise_std: float = 5.0
-    motion_blur: bool = True
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "frame_size", tuple(int(v) for v in self.frame_size))
-        height, width = self.frame_size
-        if height % 2 or width % 2 or min(height, width) < 64:
-            raise ValueError(f"frame_size {self.frame_size}: need even sides of at least 64 px")
-        if self.codec not in CODECS:
-            raise ValueError(f"codec {self.codec!r}: choose one of {sorted(CODECS)}")
-        if self.frames_per_video < 2 * max(CONTEXT) + 1:
-            raise ValueError(f"frames_per_video {self.frames_per_video}: need at least 5")
-        usable = self.n_train_videos * (self.frames_per_video - 2 * max(CONTEXT))
-        if not 0 <= self.n_labeled <= usable:
-            raise ValueError(f"n_labeled {self.n_labeled}: the training videos hold {usable}")
-        if self.n_train_videos < 1 or self.n_test_videos < 0 or self.fps < 1:
-            raise ValueError("need n_train_videos >= 1, n_test_videos >= 0 and fps >= 1")
-
-    def to_dict(self) -> dict:
-        """Plain types only, for YAML and hashing."""
-        out = dataclasses.asdict(self)
-        out["frame_size"] = list(self.frame_size)
-        return out
-
-    def hash(self) -> str:
-        """Identifies the bytes this spec generates (the generator version included)."""
-        text = json.dumps({"generator": GENERATOR_VERSION, **self.to_dict()}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass

@@ -36,6 +36,24 @@ def test_the_registry_is_the_one_list_of_names():
         parse_formats(" , ")
 
 
+def test_the_help_and_the_cli_start_up_read_the_registry():
+    import subprocess
+    import sys
+
+    from lpray.io.formats import get_format
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lpray", "predict", "--help"], capture_output=True, text=True
+    )
+    flat = " ".join(done.stdout.split())  # argparse wraps the help
+    for name in list_formats():
+        assert f"{name} = {' '.join(get_format(name).description.split())}" in flat, name
+    # reading the registry imports no format's writer packages (the CLI builds it at start-up)
+    code = "import sys, lpray.cli\nlpray.cli.build_parser()\nassert 'pandas' not in sys.modules, 'pandas imported'\n"
+    quiet = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert quiet.returncode == 0, quiet.stderr[-1000:]
+
+
 def test_every_format_holds_the_table(tmp_path):
     expected = table()
     paths = save_pose(expected, str(tmp_path / "v"), list_formats(), PoseMeta("v.mp4", 30.0))

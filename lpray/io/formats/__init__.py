@@ -2,7 +2,9 @@
 
 A format is a :class:`PoseFormat` (name, file extension, writer, the packages it needs),
 registered once in its module; ``lpray predict/track --format`` and :func:`save_pose` take their
-names from :func:`list_formats`. To add one: write ``lpray/io/formats/<name>.py`` with a
+names from :func:`list_formats` (and ``--help`` its descriptions: the format modules import
+pandas and their writers' packages only when they write, so the CLI reads the registry at
+start-up). To add one: write ``lpray/io/formats/<name>.py`` with a
 ``FORMAT = PoseFormat(...)`` and add the module to ``_BUILT_IN`` below.
 """
 
@@ -12,10 +14,12 @@ import importlib
 import importlib.util
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from lpray.errors import UserError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 class FormatError(UserError, ValueError):
@@ -70,8 +74,8 @@ def list_formats() -> list[str]:
     return list(_registry())
 
 
-def get_format(name: str) -> PoseFormat:
-    """The format called ``name``.
+def get_format(name: str, check: bool = True) -> PoseFormat:
+    """The format called ``name`` (with ``check``, only if its packages are installed).
 
     Raises:
         FormatError: no such format, or its packages are missing.
@@ -80,7 +84,7 @@ def get_format(name: str) -> PoseFormat:
     if name not in formats:
         raise FormatError(f"unknown output format {name!r}: choose from {', '.join(formats)}")
     fmt = formats[name]
-    for package in fmt.requires:
+    for package in fmt.requires if check else ():
         if importlib.util.find_spec(package) is None:
             raise FormatError(
                 f"output format {name!r} needs the Python package {package!r}: pip install it"

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Literal
-
-import pandas as pd
+from typing import TYPE_CHECKING, Literal
 
 from lpray.io.formats import PoseFormat, PoseMeta
-from lpray.io.storage import atomic_write
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 KEY = "df_with_missing"
 
@@ -32,6 +32,8 @@ def write_h5(table: pd.DataFrame, path: str, layout: Literal["table", "fixed"] =
         layout: PyTables layout: ``"table"`` (analysis files) or ``"fixed"`` (label files, whose
             rows are a MultiIndex that the table layout cannot store).
     """
+    from lpray.io.storage import atomic_write
+
     with tempfile.TemporaryDirectory(prefix="lpray-h5-") as folder:
         local = Path(folder) / "table.h5"
         table.to_hdf(local, key=KEY, format=layout, mode="w")

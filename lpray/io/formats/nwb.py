@@ -14,13 +14,12 @@ import tempfile
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from lpray.io.formats import PoseFormat, PoseMeta
-from lpray.io.storage import atomic_write
-from lpray.io.tables import keypoint_names, table_to_arrays
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +28,14 @@ REFERENCE_FRAME = "(0, 0) is the top-left corner of the video frame; x right, y 
 
 
 def _write(table: pd.DataFrame, path: str, meta: PoseMeta) -> None:
+    import numpy as np
     from ndx_pose import PoseEstimation, PoseEstimationSeries, Skeleton, Skeletons
     from pynwb import NWBHDF5IO, NWBFile
     from pynwb.image import ImageSeries
 
     import lpray
+    from lpray.io.storage import atomic_write
+    from lpray.io.tables import keypoint_names, table_to_arrays
 
     names = keypoint_names(table)
     xy, likelihood = table_to_arrays(table)

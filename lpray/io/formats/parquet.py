@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from lpray.io.formats import PoseFormat, PoseMeta
-from lpray.io.tables import write_pose_parquet
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _write(table: pd.DataFrame, path: str, meta: PoseMeta) -> None:
+    from lpray.io.tables import write_pose_parquet
+
     write_pose_parquet(table, path)
 
 
