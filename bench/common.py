@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import statistics
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +67,20 @@ def print_table(rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths)))
+
+
+@contextlib.contextmanager
+def work_folder(given: Path | None, default: Path, smoke: bool) -> Iterator[Path]:
+    """The bench's work folder: the one given, else for a smoke run a temporary one, removed
+    afterwards (its files are of no later use and must not land in the checkout), else the
+    default."""
+    if given is not None:
+        yield given
+    elif smoke:
+        with tempfile.TemporaryDirectory(prefix="lpray-smoke-") as folder:
+            yield Path(folder)
+    else:
+        yield default
 
 
 def write_json(name: str, payload: dict[str, Any]) -> Path:

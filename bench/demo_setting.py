@@ -10,6 +10,7 @@ refactor changed no numbers, docs/architecture.md).
     python bench/demo_setting.py --runs sup:0:0:0 semi:0:0.01:0.01
     python bench/demo_setting.py --runs l8sup:0:0:0 --extra data.train_frames=8
     python bench/demo_setting.py --ensemble --runs m0:0:0:0.01:0 m1:1:0:0.01:1 m2:2:0:0.01:2
+    python bench/demo_setting.py --smoke     # CPU, seconds: two tiny runs as an ensemble
 
 A run is NAME:SEED:TEMPORAL_WEIGHT:MULTIVIEW_WEIGHT[:SPLIT_SEED] (the split seed picks the run's
 labeled frames; default 0, the pipeline's). ``--ensemble`` then treats the runs as an ensemble,
@@ -30,12 +31,26 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from accuracy import video_error  # noqa: E402
-from common import print_table, write_json  # noqa: E402
+from common import print_table, work_folder, write_json  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 PIPELINE = ROOT / "experiments" / "pipeline_synthetic.yaml"
 # the pipeline's own folders and epoch count are replaced by the bench's
 REPLACED = ("data.synthetic_dir", "training.output_dir", "training.max_epochs")
+# --smoke: a supervised and a semi-supervised run (the default and an explicit split seed) as an
+# ensemble, on the pipeline's two views but with 20-frame videos and 2 steps
+SMOKE = {
+    "runs": ["sup:0:0:0", "semi:1:0.01:0.01:1"],
+    "ensemble": True,
+    "epochs": 1,
+    "extra": [
+        "data.synthetic.frames_per_video=20",
+        "data.synthetic.n_labeled=20",
+        "data.train_frames=8",
+        "training.min_steps_per_epoch=2",
+    ],
+    "name": "demo_setting_smoke",
+}
 
 
 def demo_overrides() -> tuple[Path, list[str]]:
@@ -45,21 +60,40 @@ def demo_overrides() -> tuple[Path, list[str]]:
     return PIPELINE.parent / spec["config"], overrides
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--runs", nargs="+", required=True, help="NAME:SEED:TEMPORAL:MULTIVIEW[:SPLIT_SEED]"
-    )
+    parser.add_argument("--runs", nargs="+", help="NAME:SEED:TEMPORAL:MULTIVIEW[:SPLIT_SEED]")
     parser.add_argument(
         "--ensemble", action="store_true", help="also score the runs as one ensemble + EKS"
     )
     parser.add_argument("--epochs", type=int, default=20, help="the pipeline's 20 = 600 steps")
     parser.add_argument("--extra", nargs="*", default=[], help="overrides for every run")
-    parser.add_argument("--work", type=Path, default=ROOT / "outputs" / "bench-demo-setting")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        default=None,
+        help="work folder (default outputs/bench-demo-setting; --smoke: a temporary one)",
+    )
     parser.add_argument("--name", default="demo_setting_cpu")
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU run, seconds")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
+    elif not args.runs:
+        parser.error("--runs is required (or --smoke)")
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    with work_folder(args.work, ROOT / "outputs" / "bench-demo-setting", args.smoke) as args.work:
+        train_and_score(args)
+
+
+def train_and_score(args: argparse.Namespace) -> None:
+    """Train and score ``args.runs`` in ``args.work``; the result JSON as ``args.name``."""
     from lpray.config import load_config
     from lpray.train.fit import train
 

@@ -17,6 +17,7 @@ On the synthetic set (truth on every frame of every video):
 
     python bench/select_frames.py                       # reduced CPU scale (the default)
     python bench/select_frames.py --n 20 --epochs 20 --frame-size 128 --name select_frames_big
+    python bench/select_frames.py --smoke               # CPU, seconds: every step, tiny
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import print_table, write_json  # noqa: E402
+from common import print_table, work_folder, write_json  # noqa: E402
 
 from lpray.config import load_config  # noqa: E402
 from lpray.data.synthetic import SyntheticSpec, load_truth, make_synthetic_project  # noqa: E402
@@ -50,6 +51,26 @@ ROOT = Path(__file__).resolve().parents[1]
 METHODS = ("select-frames", "random", "dlc-jump")
 BASE = "base ensemble member"  # the trackers themselves, no new labels, --epochs
 NONE = "none"  # retrained on the base labels alone, --retrain-epochs
+# --smoke: every method (none too) once, on the least data and steps that run them all; a
+# 2-step network barely moves (jumps of hundredths of a px), so with jump epsilon 0 the DLC
+# outliers are its moving frames and DLC's uniform extraction runs, not only the fill
+SMOKE = {
+    "n": 2,
+    "base_labels": 4,
+    "members": 2,
+    "seeds": [0],
+    "frames": 20,
+    "pool_videos": 1,
+    "eval_videos": 1,
+    "frame_size": 64,
+    "epochs": 1,
+    "steps_per_epoch": 2,
+    "batch_size": 4,
+    "min_gap": 2,
+    "methods": [*METHODS, NONE],
+    "jump_epsilon": 0.0,
+    "name": "select_frames_smoke",
+}
 
 
 def overrides(args: argparse.Namespace, root: Path, out: Path, seed: int, epochs: int) -> list[str]:
@@ -187,7 +208,7 @@ def project_copy(project: Path, target: Path) -> Path:
     return target
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -232,10 +253,29 @@ def main() -> None:
         default=2.0,
         help="DLC jump threshold in px (DLC's default 20 px at 640 px wide, scaled to the frame)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "outputs" / "bench-select")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="work folder (default outputs/bench-select; --smoke: a temporary one)",
+    )
     parser.add_argument("--name", default="select_frames_cpu")
+    parser.add_argument("--smoke", action="store_true", help="tiny CPU run, seconds")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     args.retrain_epochs = args.retrain_epochs or args.epochs
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    with work_folder(args.out, ROOT / "outputs" / "bench-select", args.smoke) as args.out:
+        compare(args)
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Steps 1-5 of the module docstring in ``args.out``; the result JSON as ``args.name``."""
     started = time.perf_counter()
     out = args.out
     spec = SyntheticSpec(
