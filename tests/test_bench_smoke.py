@@ -15,11 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_smoke(bench: str, results: Path) -> dict:
-    """``bench/<bench>.py --smoke`` in a fresh process; the JSON it wrote into ``results``."""
+def run_smoke(bench: str, results: Path, *args: str) -> dict:
+    """``bench/<bench>.py --smoke ARGS`` in a fresh process; the JSON it wrote into ``results``."""
     env = {**os.environ, "LPRAY_BENCH_RESULTS": str(results), "PYTHONPATH": str(ROOT)}
     done = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / f"{bench}.py"), "--smoke"],
+        [sys.executable, str(ROOT / "bench" / f"{bench}.py"), "--smoke", *args],
         env=env,
         capture_output=True,
         text=True,
@@ -114,3 +114,44 @@ def test_startup_bench_smoke(tmp_path):
     assert [r["ray_init_s"] for r in result["runs"]["new"]] == [row["ray_init_s_median"]]
     main_job = ROOT / "outputs" / "pipeline-synthetic" / "ensemble"
     assert result["ensemble"] == str(main_job) or temporary(result["ensemble"])
+
+
+@pytest.mark.slow
+def test_network_bench_smoke(tmp_path):
+    result = run_smoke("network", tmp_path)
+    rows = result["rows"]
+    # every (cuDNN autotuning, BatchNorm folded, head padded) setting, timed by stage
+    settings = {(r["cudnn_benchmark"], r["fold"], r["pad_head"]) for r in rows}
+    assert len(rows) == len(settings) == 8
+    for row in rows:
+        stages = [row[f"{s}_ms"] for s in ("trunk", "head", "decode", "whole")]
+        assert all(math.isfinite(v) and v > 0 for v in stages), row
+        assert row["img_per_s"] == pytest.approx(
+            result["settings"]["chunk"] / row["whole_ms"] * 1e3
+        )
+    assert result["best_eager"] == max(rows, key=lambda r: r["img_per_s"])
+
+
+@pytest.mark.slow
+def test_track_bench_smoke(tmp_path):
+    clip = Path(os.environ.get("LPRAY_SHARED_DATA", ROOT.parent / "shared" / "data"))
+    if not (clip / "mirror-mouse-example" / "videos" / "test_vid.mp4").is_file():
+        pytest.skip("the track bench's corpus is the mirror-mouse clip in ../shared/data (absent)")
+    result = run_smoke("track", tmp_path, "--work", str(tmp_path / "work"))
+    rows = result["rows"]
+    assert [(r["corpus"], r["variant"], r["K"]) for r in rows] == [
+        ("clip", "eager", 1),
+        ("clip", "eager", 2),
+    ]
+    decode = result["corpora"]["clip"]["decode"]
+    assert sorted(decode, key=int) == ["1", "2"]
+    for row in rows:
+        assert row["member_fps"] == pytest.approx(row["video_fps"] * row["K"])
+        assert all(row[c] > 0 for c in ("video_fps", "after_first", "startup_s", "net_eager"))
+        bound = min(row["decode_bound"], row["net_eager"])
+        assert row["ratio_to_bound"] == pytest.approx(row["video_fps"] / bound)
+    # K members cost more network time per video frame than one
+    assert rows[1]["net_eager"] < rows[0]["net_eager"]
+    predicts = {p["variant"]: p for p in result["predict"]}
+    assert set(predicts) == {"graphs", "nographs"}
+    assert all(p["in_process_fps"] > 0 and p["seconds"] > 0 for p in predicts.values())
