@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lpray.data.synthetic_spec import SyntheticSpec
+from lpray.data.synthetic_project import SyntheticSpec
 
 NAME = "synthetic"
 HELP = "Generate a synthetic pose project with ground truth for every video frame."

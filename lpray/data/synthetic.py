@@ -31,7 +31,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 
@@ -43,7 +43,14 @@ from PIL import Image
 from scipy.signal import lfilter
 
 from lpray.data import render
-from lpray.data.synthetic_spec import CODECS, CONTEXT, GENERATOR_VERSION, SyntheticSpec
+from lpray.data.synthetic_project import (
+    CODECS,
+    CONTEXT,
+    GENERATOR_VERSION,
+    SyntheticProject,
+    SyntheticSpec,
+    load_synthetic_project,
+)
 from lpray.io.tables import arrays_to_table, read_pose_csv, write_pose_csv
 
 PARTS = (
@@ -62,25 +69,6 @@ SUBSTEPS = 8  # motion is integrated on a grid of 1/8 frame
 BLUR_STEPS = (-3, 0, 3)  # sub-frame samples averaged for motion blur (+-3/8 frame exposure)
 CHUNK = 64  # frames rendered at once
 FLOOR = 0.8  # side view: z = 0 lies at this fraction of the view height
-
-
-@dataclass
-class SyntheticProject:
-    """A generated project on disk: paths, names and the spec that made it."""
-
-    root: Path
-    csv_path: Path
-    train_videos: list[Path]
-    test_videos: list[Path]
-    truth_paths: dict[str, Path]
-    keypoint_names: list[str]
-    view_groups: list[list[str]]
-    spec: SyntheticSpec = field(default_factory=SyntheticSpec)
-    frame_size: tuple[int, int] = (128, 128)  # (height, width) of a whole frame, all views
-
-    @property
-    def fps(self) -> int:
-        return self.spec.fps
 
 
 # ------------------------------------------------------------------------------------------------
@@ -754,29 +742,6 @@ def _swap_into_place(tmp: Path, root: Path, spec_hash: str) -> None:
     except OSError:
         if not _complete(root, spec_hash):
             raise
-
-
-def load_synthetic_project(root: str | os.PathLike) -> SyntheticProject:
-    """Read a project written by :func:`make_synthetic_project`."""
-    root = Path(root)
-    meta_path = root / "project.yaml"
-    if not meta_path.is_file():
-        raise FileNotFoundError(f"{meta_path}: no synthetic project here")
-    meta = yaml.safe_load(meta_path.read_text())
-    if not isinstance(meta, dict) or meta.get("format") != "lpray-synthetic":
-        raise ValueError(f"{meta_path}: not an lpray synthetic project")
-    spec = SyntheticSpec(**meta["spec"])
-    return SyntheticProject(
-        root=root,
-        csv_path=root / meta["csv"],
-        train_videos=[root / p for p in meta["train_videos"]],
-        test_videos=[root / p for p in meta["test_videos"]],
-        truth_paths={stem: root / p for stem, p in meta["truth"].items()},
-        keypoint_names=list(meta["keypoint_names"]),
-        view_groups=[list(g) for g in meta["view_groups"]],
-        spec=spec,
-        frame_size=tuple(meta["frame_size"]),
-    )
 
 
 def load_truth(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:

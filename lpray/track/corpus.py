@@ -117,7 +117,7 @@ def model_view_groups(model_dir: Path) -> list[list[str]]:
     A non-empty result makes tracking use the multi-view EKS.
     """
     from lpray.config import load_config
-    from lpray.data.synthetic import load_synthetic_project
+    from lpray.data.synthetic_project import load_synthetic_project
 
     cfg = load_config(ModelDir(model_dir).config)
     if cfg.data.view_groups is not None:

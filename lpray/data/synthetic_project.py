@@ -1,8 +1,10 @@
-"""What ``lpray synthetic`` generates: the spec, the codecs and the context offsets.
+"""A synthetic project's description: what ``lpray synthetic`` generates (the spec, codecs and
+context offsets) and the project a folder holds (:func:`load_synthetic_project`).
 
-Apart from the generator (:mod:`lpray.data.synthetic`, which imports PyAV, SciPy and pandas),
-so that the CLI builds its parser (the spec's defaults are ``lpray synthetic``'s) without them:
-reading them cost every ``lpray`` command ~1 s at start-up.
+Apart from the generator (:mod:`lpray.data.synthetic`, which imports PyAV, SciPy and pandas):
+the CLI builds its parser with the spec's defaults, and the ``lpray track`` driver reads a
+demo model's view groups from its project, neither needing those (importing them cost every
+``lpray`` command ~1 s at start-up).
 """
 
 from __future__ import annotations
@@ -10,7 +12,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
 
 # Bump when the rendering or the motion changes, so cached projects are rebuilt.
 GENERATOR_VERSION = 1
@@ -85,3 +91,45 @@ class SyntheticSpec:
         """Identifies the bytes this spec generates (the generator version included)."""
         text = json.dumps({"generator": GENERATOR_VERSION, **self.to_dict()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class SyntheticProject:
+    """A generated project on disk: paths, names and the spec that made it."""
+
+    root: Path
+    csv_path: Path
+    train_videos: list[Path]
+    test_videos: list[Path]
+    truth_paths: dict[str, Path]
+    keypoint_names: list[str]
+    view_groups: list[list[str]]
+    spec: SyntheticSpec = field(default_factory=SyntheticSpec)
+    frame_size: tuple[int, int] = (128, 128)  # (height, width) of a whole frame, all views
+
+    @property
+    def fps(self) -> int:
+        return self.spec.fps
+
+
+def load_synthetic_project(root: str | os.PathLike) -> SyntheticProject:
+    """Read a project written by :func:`make_synthetic_project`."""
+    root = Path(root)
+    meta_path = root / "project.yaml"
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: no synthetic project here")
+    meta = yaml.safe_load(meta_path.read_text())
+    if not isinstance(meta, dict) or meta.get("format") != "lpray-synthetic":
+        raise ValueError(f"{meta_path}: not an lpray synthetic project")
+    spec = SyntheticSpec(**meta["spec"])
+    return SyntheticProject(
+        root=root,
+        csv_path=root / meta["csv"],
+        train_videos=[root / p for p in meta["train_videos"]],
+        test_videos=[root / p for p in meta["test_videos"]],
+        truth_paths={stem: root / p for stem, p in meta["truth"].items()},
+        keypoint_names=list(meta["keypoint_names"]),
+        view_groups=[list(g) for g in meta["view_groups"]],
+        spec=spec,
+        frame_size=tuple(meta["frame_size"]),
+    )
