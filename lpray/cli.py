@@ -15,9 +15,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from lpray.errors import UserError
+from lpray.options import WORKER_LOG_LEVEL
 
 # Order is the order ``lpray --help`` lists them: the data flow of a project.
 COMMANDS = (
@@ -139,6 +141,9 @@ def configure_logging(verbose: int = 0, quiet: int = 0) -> logging.Logger:
     handler.setFormatter(_Formatter())
     logger.addHandler(handler)
     logger.setLevel(level)
+    # Ray workers print one level quieter than the command (WARNING by default, INFO with -v):
+    # they inherit the variable from this process, or get it through raywork.worker_env
+    os.environ[WORKER_LOG_LEVEL] = logging.getLevelName(min(level + 10, logging.CRITICAL))
     return logger
 
 

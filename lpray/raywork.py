@@ -1,7 +1,7 @@
 """The Ray runtime helpers train, tune, ensemble and track share: connecting, workers, tasks.
 
-One module below all of them (it imports no other lpray module), so that a Ray Train run, a
-sweep, an ensemble and a tracked corpus connect the same way (:func:`ensure_ray`), give their
+One module below all of them (of lpray it imports only the option names), so that a Ray Train
+run, a sweep, an ensemble and a tracked corpus connect the same way (:func:`ensure_ray`), give their
 workers the same environment (:func:`worker_env`) and size their tasks the same way
 (:func:`task_options`, :func:`gpus_or_default`, :func:`limit_torch_threads`).
 
@@ -21,6 +21,8 @@ from typing import Any
 import ray
 from tqdm.auto import tqdm
 
+from lpray.options import WORKER_LOG_LEVEL
+
 # Environment every worker gets unless the driver's environment says otherwise: NVLink multicast
 # off (lpray's all-reduces do not need it, and on shared hosts it can wedge the GPUs).
 WORKER_ENV_DEFAULTS = {
@@ -28,7 +30,13 @@ WORKER_ENV_DEFAULTS = {
     "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
     "NVSHMEM_DISABLE_NVLS": "1",
 }
-WORKER_ENV_PASSTHROUGH = (*WORKER_ENV_DEFAULTS, "NCCL_CUMEM_ENABLE", "RAY_AUTH_MODE")
+# (WORKER_LOG_LEVEL, the level of the progress messages workers print, travels the same way)
+WORKER_ENV_PASSTHROUGH = (
+    *WORKER_ENV_DEFAULTS,
+    "NCCL_CUMEM_ENABLE",
+    "RAY_AUTH_MODE",
+    WORKER_LOG_LEVEL,
+)
 
 
 def task_exception(err: BaseException) -> BaseException:
@@ -93,6 +101,33 @@ def limit_torch_threads() -> None:
     import torch
 
     torch.set_num_threads(max(1, math.floor(assigned)))
+
+
+def worker_log_level() -> str:
+    """The level (a ``logging`` name) for library chatter in workers: ``LPRAY_WORKER_LOG_LEVEL``,
+    else WARNING."""
+    return os.environ.get(WORKER_LOG_LEVEL, "WARNING").upper()
+
+
+def quiet_worker_logs(*names: str) -> None:
+    """Inside a Ray worker, raise the loggers ``names`` to :func:`worker_log_level`.
+
+    Ray forwards every worker's output to the driver's console, where each training worker's
+    INFO lines (Ray Train reporting every epoch's result and checkpoint, Lightning announcing its
+    accelerator and checkpoint loading) made up most of the main job's ~800 lines. The driver's
+    own messages and the workers' warnings and errors still show. Outside a worker (``lpray
+    train`` in one process) nothing changes.
+    """
+    if not ray.is_initialized():
+        return
+    try:
+        ray.get_runtime_context().get_assigned_resources()
+    except AssertionError:  # the driver, not a worker
+        return
+    import logging
+
+    for name in names:
+        logging.getLogger(name).setLevel(worker_log_level())
 
 
 def node_id() -> str:

@@ -39,7 +39,7 @@ from lpray.errors import UserError
 from lpray.io import layout
 from lpray.io.layout import ModelDir
 from lpray.io.storage import exists, is_local, join, local_path
-from lpray.raywork import ensure_ray, worker_env
+from lpray.raywork import ensure_ray, worker_env, worker_log_level
 from lpray.train.callbacks import (
     CHECKPOINT_NAME,
     SCORE_METRIC,
@@ -165,7 +165,7 @@ def make_torch_trainer(
         name: run name; default :func:`run_name`.
         callbacks: extra Lightning callbacks every worker adds (pickled to the workers).
     """
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     storage, filesystem = storage_and_filesystem(storage_path or default_storage(cfg))
@@ -186,6 +186,8 @@ def make_torch_trainer(
             failure_config=FailureConfig(max_failures=max_failures),
             checkpoint_config=checkpoint_config(cfg.training.keep_checkpoints),
             worker_runtime_env={"env_vars": worker_env()},
+            # the controller's "requesting resources / started worker group" lines at INFO
+            logging_config=LoggingConfig(log_level=worker_log_level()),
         ),
     )
 

@@ -36,6 +36,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from lpray.config import Config
 from lpray.io import layout
 from lpray.io.layout import ModelDir
+from lpray.raywork import quiet_worker_logs
 from lpray.train.callbacks import (
     TENSORBOARD_NAME,
     EpochMetricsWriter,
@@ -47,6 +48,27 @@ from lpray.train.callbacks import (
     read_epoch_log,
 )
 from lpray.train.ray_lightning import RayEnvironment, worker_strategy
+
+
+def _ray_train_report_logger() -> str:
+    # Ray 2.60's Train context logs each report at INFO under a logger named by its file path
+    # (logging.getLogger(__file__)), which RunConfig's logging_config does not reach
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray layout: nothing to quiet
+        return "ray.train"
+    return context.__file__
+
+
+# The loggers whose INFO lines every training worker printed: Lightning announcing its
+# accelerator and checkpoint loading, Ray Train each epoch's report and checkpoint.
+WORKER_CHATTER = (
+    "pytorch_lightning",
+    "lightning.pytorch",
+    "lightning_fabric",
+    "ray.train",
+    _ray_train_report_logger(),
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +114,7 @@ def build_trainer(
     """
     t = cfg.training
     paths = ModelDir(Path(model_dir))
+    quiet_worker_logs(*WORKER_CHATTER)
     # Watch a run live with `tensorboard --logdir MODEL_DIR`.
     tensorboard = pl.loggers.TensorBoardLogger(
         str(model_dir), name=layout.TENSORBOARD, version="", default_hp_metric=False

@@ -417,3 +417,36 @@ def test_retention_keeps_latest_and_best_and_recovery_resumes_from_latest(
         rtol=1e-6,
     )
     assert len(scalars["val_pixel_error"]) == 5
+
+
+def test_workers_print_their_progress_chatter_only_with_verbose(
+    tiny_project: Path, tmp_path: Path
+) -> None:
+    """`lpray train --workers 1` prints Ray Train's per-epoch report lines from its worker only
+    with -v: they were most of the main job's console (lpray.raywork.quiet_worker_logs)."""
+    import subprocess
+
+    import yaml
+
+    config = tmp_path / "config.yaml"
+    values = tiny_config(tiny_project, tmp_path / "model", training={"max_epochs": 2})
+    config.write_text(yaml.safe_dump(values))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    env.pop("RAY_ADDRESS", None)
+    outputs = {}
+    for flags in ([], ["-v"]):
+        out = tmp_path / f"storage{len(flags)}"
+        args = [*flags, "train", str(config), "--workers", "1", "--cpus-per-worker", "0.5"]
+        args += [f"training.output_dir={tmp_path / f'model{len(flags)}'}", f"--storage={out}"]
+        done = subprocess.run(
+            [sys.executable, "-m", "lpray", *args],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            cwd=tmp_path,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        outputs[tuple(flags)] = done.stdout + done.stderr
+    assert "Reporting training result" not in outputs[()]
+    assert "Reporting training result" in outputs[("-v",)]  # the chatter reaches the console
