@@ -14,5 +14,5 @@ PRECISIONS = ("auto", "bf16", "fp32")
 # what `lpray track` draws per video: a PNG strip of sample frames, a labeled mp4, both, nothing
 OVERLAYS = ("strip", "video", "both", "none")
 # the environment variable with the level of the library messages Ray workers print (the CLI
-# sets it one level quieter than the command's: lpray.raywork.quiet_worker_logs)
+# sets it one level quieter than the command's: lpray.train.trainer.quiet_training_worker)
 WORKER_LOG_LEVEL = "LPRAY_WORKER_LOG_LEVEL"

@@ -82,7 +82,30 @@ def ensure_ray(address: str | None = None) -> None:
     """Connect to a running cluster (``address``, RAY_ADDRESS, ``ray job submit``) or start one."""
     if not ray.is_initialized():
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
+        local = address is None and not os.environ.get("RAY_ADDRESS")
+        ray.init(
+            address=address,
+            include_dashboard=False,
+            log_to_driver=True,
+            # only the Ray started here: a running cluster and its jobs have their own settings
+            runtime_env={"worker_process_setup_hook": f"{__name__}.setup_local_worker"}
+            if local
+            else None,
+        )
+
+
+# Ray Train's PlacementGroupCleaner asks the state API every second whether its controller
+# lives; the state API needs the dashboard, which lpray's local Ray does not start (it costs
+# start-up), so every Train run's cleaner warned each second (34 of the main job's console
+# lines). lpray removes finished runs' placement groups itself (lpray.tune.cleanup).
+_PLACEMENT_GROUP_CLEANER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
+
+
+def setup_local_worker() -> None:
+    """Every worker process of a Ray that :func:`ensure_ray` started runs this first."""
+    import logging
+
+    logging.getLogger(_PLACEMENT_GROUP_CLEANER).setLevel(logging.ERROR)
 
 
 def limit_torch_threads() -> None:
@@ -92,12 +115,9 @@ def limit_torch_threads() -> None:
     worker process; a reused worker keeps its old thread count unless told. Outside a task
     (the functions also run in plain processes) nothing changes.
     """
-    if not ray.is_initialized():
+    if not in_worker():
         return
-    try:
-        assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    except AssertionError:  # the driver, not a worker
-        return
+    assigned = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     import torch
 
     torch.set_num_threads(max(1, math.floor(assigned)))
@@ -109,25 +129,15 @@ def worker_log_level() -> str:
     return os.environ.get(WORKER_LOG_LEVEL, "WARNING").upper()
 
 
-def quiet_worker_logs(*names: str) -> None:
-    """Inside a Ray worker, raise the loggers ``names`` to :func:`worker_log_level`.
-
-    Ray forwards every worker's output to the driver's console, where each training worker's
-    INFO lines (Ray Train reporting every epoch's result and checkpoint, Lightning announcing its
-    accelerator and checkpoint loading) made up most of the main job's ~800 lines. The driver's
-    own messages and the workers' warnings and errors still show. Outside a worker (``lpray
-    train`` in one process) nothing changes.
-    """
+def in_worker() -> bool:
+    """Whether this runs inside a Ray task or actor (not the driver, not a plain process)."""
     if not ray.is_initialized():
-        return
+        return False
     try:
         ray.get_runtime_context().get_assigned_resources()
-    except AssertionError:  # the driver, not a worker
-        return
-    import logging
-
-    for name in names:
-        logging.getLogger(name).setLevel(worker_log_level())
+    except AssertionError:  # the driver
+        return False
+    return True
 
 
 def node_id() -> str:

@@ -49,7 +49,7 @@ from lpray.train.callbacks import (
 )
 from lpray.train.fit import build_module, plan_run, report_finished, write_summary
 from lpray.train.model_dir import ModelDirError, discard, staging_dir, swap_in, write_fingerprint
-from lpray.train.trainer import RayWorker, build_trainer
+from lpray.train.trainer import RayWorker, build_trainer, quiet_training_worker
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     cfg = config_from_dict(loop_config["config"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    quiet_training_worker()
     pl.seed_everything(cfg.training.seed, workers=True)  # same init on every rank
     bundle = prepare_data(cfg)
     module = build_module(cfg, bundle)

@@ -49,7 +49,7 @@ from lpray.train.model_dir import (
     write_fingerprint,
 )
 from lpray.train.module import PoseModule
-from lpray.train.trainer import build_trainer, throughput_meter
+from lpray.train.trainer import build_trainer, quiet_training_worker, throughput_meter
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +122,7 @@ def train(cfg: Config, overwrite: bool = False) -> Path:
 
 
 def _fit(cfg: Config, bundle: DataBundle, record: dict[str, Any], model_dir: Path) -> None:
+    quiet_training_worker()
     pl.seed_everything(cfg.training.seed, workers=True)
     module = build_module(cfg, bundle)
     model_dir.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,9 @@ meter. They differ only where the Ray path must:
 
 from __future__ import annotations
 
+import logging
 import shutil
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +38,7 @@ from pytorch_lightning.callbacks import Callback, ModelCheckpoint
 from lpray.config import Config
 from lpray.io import layout
 from lpray.io.layout import ModelDir
-from lpray.raywork import quiet_worker_logs
+from lpray.raywork import in_worker, worker_log_level
 from lpray.train.callbacks import (
     TENSORBOARD_NAME,
     EpochMetricsWriter,
@@ -69,6 +71,35 @@ WORKER_CHATTER = (
     "ray.train",
     _ray_train_report_logger(),
 )
+
+
+# Warnings each training worker printed that a user cannot act on: Lightning asks for
+# sync_dist on val_pixel_error, which lpray already all-gathers over the ranks
+# (PoseModule.on_validation_epoch_end); Lightning 2.6's pytree helper uses a torch class
+# that torch 2.14 deprecates.
+WORKER_WARNINGS = (
+    r"It is recommended to use `self.log\('val_pixel_error'",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+)
+
+
+def quiet_training_worker() -> None:
+    """In a Ray worker, raise :data:`WORKER_CHATTER` to the workers' log level and, above INFO,
+    ignore :data:`WORKER_WARNINGS` (call before seeding: Lightning logs the seed).
+
+    Ray forwards every worker's output to the driver's console, where these made up 171 of the
+    main job's 488 lines (Ray Train reporting each epoch's result and checkpoint, Lightning
+    announcing its accelerator, seed and checkpoint loading); the command's -v shows them. A
+    plain process (``lpray train`` without workers) is left as it is.
+    """
+    if not in_worker():
+        return
+    level = worker_log_level()
+    for name in WORKER_CHATTER:
+        logging.getLogger(name).setLevel(level)
+    if logging.getLevelName(level) > logging.INFO:
+        for message in WORKER_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
 
 
 @dataclass(frozen=True)
@@ -114,7 +145,6 @@ def build_trainer(
     """
     t = cfg.training
     paths = ModelDir(Path(model_dir))
-    quiet_worker_logs(*WORKER_CHATTER)
     # Watch a run live with `tensorboard --logdir MODEL_DIR`.
     tensorboard = pl.loggers.TensorBoardLogger(
         str(model_dir), name=layout.TENSORBOARD, version="", default_hp_metric=False
