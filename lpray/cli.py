@@ -51,7 +51,8 @@ def _verbosity_parent() -> argparse.ArgumentParser:
         "--verbose",
         action="count",
         default=argparse.SUPPRESS,
-        help="debug messages too, on stderr",
+        help="debug messages too, on stderr, and the Ray workers' info lines (Ray Train's "
+        "per-epoch reports, Lightning's set-up), which are hidden by default",
     )
     group.add_argument(
         "-q",

@@ -140,7 +140,7 @@ def build_tuner(experiment_dir: str, meta: SweepMeta, restore: bool = False) -> 
             search_alg=search_alg,
             scheduler=make_scheduler(spec, int(meta.config["training"]["max_epochs"])),
             num_samples=num_samples,
-            max_concurrent_trials=s.max_concurrent_trials,
+            max_concurrent_trials=tuner_concurrency(search_alg, s.max_concurrent_trials),
             trial_dirname_creator=trial_dirname,
             # No reuse_actors: an ASHA-stopped trial's driver is still blocked in its Train run
             # when Tune tries to reset it, and Tune then fails the NEXT trial instead.
@@ -213,6 +213,15 @@ def search_setup(spec: SweepSpec) -> tuple[dict[str, Any], Any, int]:
     # past their start-up timeout.
     generator = BasicVariantGenerator(random_state=s.seed, max_concurrent=s.max_concurrent_trials)
     return space, generator, s.num_samples
+
+
+def tuner_concurrency(search_alg: Any, limit: int) -> int | None:
+    """``TuneConfig.max_concurrent_trials`` for ``search_alg``: the limit for a Searcher (Tune
+    wraps it in a ConcurrencyLimiter), None for lpray's BasicVariantGenerator, which carries the
+    limit itself (:func:`search_setup`) and with which Tune ignores the argument with a warning."""
+    from ray.tune.search.basic_variant import BasicVariantGenerator
+
+    return None if isinstance(search_alg, BasicVariantGenerator) else limit
 
 
 def make_scheduler(spec: SweepSpec, max_epochs: int) -> Any:

@@ -34,7 +34,7 @@ from lpray.io.layout import ModelDir
 from lpray.tune.cleanup import placement_groups_path, read_placement_groups
 from lpray.tune.space import SweepError, sweep_from_dict
 from lpray.tune.store import read_all_epoch_logs
-from lpray.tune.sweep import run_sweep, search_setup
+from lpray.tune.sweep import run_sweep, search_setup, tuner_concurrency
 
 from conftest import tensorboard_scalars, tiny_config
 
@@ -181,6 +181,11 @@ def test_random_search_keeps_the_concurrency_limit(tmp_path: Path) -> None:
     values = sweep_values(tmp_path, "r", search="random", num_samples=4, max_concurrent_trials=3)
     _, generator, _ = search_setup(sweep_from_dict(values))
     assert generator.max_concurrent == 3
+    # and Tune is not also given it (it ignores it for a generator, with a warning)
+    assert tuner_concurrency(generator, 3) is None
+    optuna = sweep_values(tmp_path, "o", search="optuna", num_samples=4, max_concurrent_trials=3)
+    _, searcher, _ = search_setup(sweep_from_dict(optuna))
+    assert tuner_concurrency(searcher, 3) == 3
 
 
 # --------------------------------------------------------------------------------------------
