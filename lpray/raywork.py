@@ -95,9 +95,11 @@ def ensure_ray(address: str | None = None) -> None:
 
 
 # Ray Train's PlacementGroupCleaner asks the state API every second whether its controller
-# lives; the state API needs the dashboard, which lpray's local Ray does not start (it costs
-# start-up), so every Train run's cleaner warned each second (34 of the main job's console
-# lines). lpray removes finished runs' placement groups itself (lpray.tune.cleanup).
+# lives, to free the placement group of a controller that died on a long-lived cluster. The
+# state API needs the dashboard, which lpray's local Ray does not start (it costs start-up), so
+# every Train run's cleaner warned each second (34 of the main job's console lines) and could
+# not act anyway. Nothing is lost by quieting it there: that Ray ends with this driver, placement
+# groups included, and a sweep frees its finished trials' groups itself (lpray.tune.cleanup).
 _PLACEMENT_GROUP_CLEANER = "ray.train.v2._internal.execution.controller.placement_group_cleaner"
 
 

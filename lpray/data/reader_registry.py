@@ -15,10 +15,11 @@ To add a reader: a module with the two producers (their signatures are those of
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
+
+from lpray.importpath import resolve
 
 # The backend that picks a reader per video and device (lpray.data.readers.choose_backend).
 AUTO = "auto"
@@ -45,8 +46,7 @@ class VideoReader:
 
     def producer(self, which: Literal["training", "prediction"]) -> Callable[..., Any]:
         """The function named by ``training`` or ``prediction``, imported now."""
-        module, _, function = getattr(self, which).partition(":")
-        return getattr(importlib.import_module(module), function)
+        return resolve(getattr(self, which))
 
 
 _CLIPS, _CHUNKS = "lpray.data.clips", "lpray.inference.chunks"

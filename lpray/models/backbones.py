@@ -17,11 +17,11 @@ head upsamples from the trunk's stride to stride 4 (:class:`lpray.models.heatmap
 
 from __future__ import annotations
 
-import importlib
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+from lpray.importpath import resolve
 
 if TYPE_CHECKING:
     from torch import nn
@@ -64,11 +64,6 @@ def register(
     _REGISTRY[name] = BackboneSpec(build, stride, weights, patch, fetch)
 
 
-def _function(path: str) -> Callable[..., Any]:
-    module, function = path.split(":")
-    return getattr(importlib.import_module(module), function)
-
-
 def available_backbones() -> list[str]:
     return sorted(_REGISTRY)
 
@@ -101,14 +96,14 @@ def check_pretrained_cached(name: str) -> None:
             f"are random-init only). Set model.pretrained=false, or choose one of {having}"
         )
     if spec.fetch is not None:
-        _function(spec.fetch)(name)
+        resolve(spec.fetch)(name)
 
 
 def build_backbone(name: str, pretrained: bool = False) -> tuple[nn.Module, int]:
     """The trunk for ``name`` and its output channel count."""
     if name not in _REGISTRY:
         raise ValueError(f"unknown backbone {name!r}; available: {available_backbones()}")
-    build = _function(_REGISTRY[name].build)
+    build = resolve(_REGISTRY[name].build)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return build(name, pretrained)

@@ -9,7 +9,7 @@ and one entry here; ``tests/test_registries.py`` builds every type.
 
 from __future__ import annotations
 
-import importlib
+from lpray.importpath import resolve
 
 MODEL_TYPES = {
     "heatmap": "lpray.models.heatmap:HeatmapModel",
@@ -26,5 +26,4 @@ def model_class(name: str) -> type:
     """The network class of model type ``name``."""
     if name not in MODEL_TYPES:
         raise ValueError(f"unknown model type {name!r}; available: {list_model_types()}")
-    module, cls = MODEL_TYPES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return resolve(MODEL_TYPES[name])
