@@ -2,7 +2,7 @@
 
 Runs ``lpray track ENSEMBLE VIDEO`` in fresh processes, once per code tree per repeat, the trees
 interleaved (so a warmer page cache favours none), with ``lpray.raywork.ensure_ray`` wrapped to
-record the time since the process started. Compare the working tree with an older commit checked
+record the time since the child's first statement (the interpreter's own start-up excluded). Compare the working tree with an older commit checked
 out elsewhere (``git worktree add /tmp/old COMMIT``):
 
     python bench/startup.py --trees new=. old=/tmp/old
